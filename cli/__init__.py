@@ -1,0 +1,1 @@
+"""The ``stance`` command: parses arguments, calls the registry, prints; nothing more."""

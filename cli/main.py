@@ -1,0 +1,229 @@
+"""``stance``: publish, find, pin and pull LoRA adapters (see ``stance --help``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from cli import report
+from cli.output import emit, errors, stdout, warn
+from registry import Registry
+from registry.db import current_revision, make_engine, upgrade
+from registry.inspect import inspect_dir
+from registry.local import LocalRegistry
+from registry.settings import Settings
+
+app = typer.Typer(
+    help="Registry for LoRA adapters: publish, discover, pin and pull exact versions.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+db_app = typer.Typer(help="Catalog schema.", no_args_is_help=True)
+alias_app = typer.Typer(help="Mutable, audited pointers such as prod or staging.",
+                        no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(alias_app, name="alias")
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print exactly one JSON document.")]
+SpecArg = Annotated[str, typer.Argument(help="[namespace/]name[@version|range|alias|digest]")]
+RefArg = Annotated[str, typer.Argument(help="[namespace/]name")]
+_overrides: dict[str, str] = {}
+
+
+@app.callback()
+def main(
+    home: Annotated[Path | None, typer.Option(help="Registry home [env: STANCE_HOME]")] = None,
+    database_url: Annotated[
+        str | None, typer.Option(help="Catalog URL [env: STANCE_DATABASE_URL]")
+    ] = None,
+    store: Annotated[str | None, typer.Option(help="Blob store URL [env: STANCE_STORE]")] = None,
+    registry: Annotated[
+        str | None, typer.Option(help="Registry server URL [env: STANCE_REGISTRY]")
+    ] = None,
+) -> None:
+    """Options given here override the STANCE_* environment."""
+    _overrides.clear()
+    for key, value in {"home": home, "database_url": database_url, "store": store,
+                       "registry": registry}.items():
+        if value is not None:
+            _overrides[key] = str(value)
+
+
+def settings() -> Settings:
+    return Settings(**_overrides)  # type: ignore[arg-type]
+
+
+def open_registry() -> LocalRegistry:
+    return Registry(settings=settings())
+
+
+@db_app.command("upgrade")
+def db_upgrade(as_json: JsonOpt = False) -> None:
+    """Migrate the catalog schema to the newest revision."""
+    with errors(as_json=as_json):
+        engine = make_engine(settings().catalog_url)
+        before = current_revision(engine)
+        upgrade(engine)
+        after = current_revision(engine)
+        result = {"from": before, "to": after, "url": engine.url.render_as_string()}
+        emit(result, as_json=as_json,
+             human=lambda: stdout.print(f"catalog at revision {after} (was {before or 'empty'})"))
+
+
+@app.command()
+def publish(
+    folder: Annotated[Path, typer.Argument(help="A PEFT adapter folder (save_pretrained output)")],
+    target: Annotated[str, typer.Argument(help="[namespace/]name@version, e.g. curious@1.0.0")],
+    alias: Annotated[str | None, typer.Option(help="Also point this alias at the version")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Validate an adapter folder and publish it as an immutable version."""
+    with errors(as_json=as_json):
+        result = open_registry().publish(folder, target, alias=alias)
+    for message in result.warnings:
+        warn(message)
+    verb = "published" if result.created else "already published (identical content)"
+    emit(result.model_dump(include={"namespace", "name", "version", "digest"}), as_json=as_json,
+         human=lambda: stdout.print(
+             f"{verb} {result.namespace}/{result.name}@{result.version} {result.digest}"
+             + (f" (alias {alias})" if alias else "")))
+
+
+@app.command("inspect")
+def inspect_cmd(
+    folder: Annotated[Path, typer.Argument(help="A PEFT adapter folder")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Validate an adapter folder and report its metadata and fingerprint; publishes nothing."""
+    with errors(as_json=as_json):
+        inspection = inspect_dir(folder, max_weights_bytes=settings().max_weights_bytes)
+    for message in inspection.warnings:
+        warn(message)
+    info = inspection.info.model_dump(mode="json")
+    emit(info, as_json=as_json, human=lambda: report.print_info(info, title=str(folder)))
+
+
+@app.command()
+def show(spec: SpecArg, as_json: JsonOpt = False) -> None:
+    """Metadata and fingerprint of a published version."""
+    with errors(as_json=as_json):
+        detail = open_registry().show(spec)
+    if detail.yanked:
+        warn(f"{detail.namespace}/{detail.name}@{detail.version} is yanked: {detail.yanked_reason}")
+    data = {**detail.info, **detail.model_dump(mode="json", exclude={"info"})}
+    emit(data, as_json=as_json, human=lambda: report.print_version(detail))
+
+
+@app.command()
+def search(
+    text: Annotated[str | None, typer.Argument(help="Text in the adapter name")] = None,
+    base_model: Annotated[str | None, typer.Option(help="Exact base model id")] = None,
+    target: Annotated[str | None, typer.Option(help="A targeted module, e.g. q_proj")] = None,
+    rank: Annotated[int | None, typer.Option(help="LoRA rank r")] = None,
+    namespace: Annotated[str | None, typer.Option(help="Only this namespace")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=100)] = 50,
+    cursor: Annotated[str | None, typer.Option(help="next_cursor of the previous page")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Find adapters by name and by what their versions target."""
+    with errors(as_json=as_json):
+        page = open_registry().search(text, base_model=base_model, target=target, rank=rank,
+                                      namespace=namespace, limit=limit, cursor=cursor)
+    emit(page, as_json=as_json, human=lambda: report.print_search(page))
+
+
+@app.command()
+def versions(ref: RefArg, as_json: JsonOpt = False) -> None:
+    """Every version of an adapter, newest first, with yanks and aliases."""
+    with errors(as_json=as_json):
+        detail = open_registry().adapter(ref)
+    emit(detail, as_json=as_json, human=lambda: report.print_versions(detail))
+
+
+@app.command()
+def resolve(spec: SpecArg, as_json: JsonOpt = False) -> None:
+    """The exact version and digest a spec selects (for pinning)."""
+    with errors(as_json=as_json):
+        found = open_registry().resolve(spec)
+    if found.yanked:
+        warn(f"{found.spec} is yanked: {found.yanked_reason or 'no reason given'}")
+    emit(found.model_dump(include={"namespace", "name", "version", "digest", "yanked"}),
+         as_json=as_json, human=lambda: stdout.print(f"{found.spec} {found.digest}"))
+
+
+@app.command()
+def pull(
+    spec: SpecArg,
+    output: Annotated[Path | None, typer.Option("-o", "--output", help="Folder [./NAME]")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Download a version's files, each verified against its digest."""
+    with errors(as_json=as_json):
+        registry = open_registry()
+        found = registry.resolve(spec)
+        if found.yanked:
+            warn(f"{found.spec} is yanked: {found.yanked_reason or 'no reason given'}")
+        folder = registry.fetch(found.spec, output or Path.cwd() / found.name)
+    result = {**found.model_dump(include={"namespace", "name", "version", "digest"}),
+              "path": str(folder), "files": [f.path for f in found.files]}
+    emit(result, as_json=as_json,
+         human=lambda: stdout.print(f"pulled {found.spec} into {folder}"))
+
+
+@alias_app.command("set")
+def alias_set(ref: RefArg, alias: str, version: str, as_json: JsonOpt = False) -> None:
+    """Point ALIAS of an adapter at an exact VERSION."""
+    with errors(as_json=as_json):
+        target = open_registry().set_alias(ref, alias, version)
+    emit({**target.model_dump(), "alias": alias}, as_json=as_json,
+         human=lambda: stdout.print(f"{target.spec} is now {alias}"))
+
+
+@alias_app.command("rm")
+def alias_rm(ref: RefArg, alias: str, as_json: JsonOpt = False) -> None:
+    """Remove an alias (its history stays)."""
+    with errors(as_json=as_json):
+        open_registry().remove_alias(ref, alias)
+    emit({"removed": alias}, as_json=as_json, human=lambda: stdout.print(f"removed alias {alias}"))
+
+
+@alias_app.command("list")
+def alias_list(ref: RefArg, as_json: JsonOpt = False) -> None:
+    """The aliases of an adapter."""
+    with errors(as_json=as_json):
+        detail = open_registry().adapter(ref)
+
+    def human() -> None:
+        table = Table("alias", "version", "updated by", "updated at")
+        for a in detail.aliases:
+            table.add_row(a.name, a.version, a.updated_by, f"{a.updated_at:%Y-%m-%d %H:%M}")
+        stdout.print(table)
+
+    emit(detail.aliases, as_json=as_json, human=human)
+
+
+@app.command()
+def yank(
+    spec: Annotated[str, typer.Argument(help="[namespace/]name@version")],
+    reason: Annotated[str | None, typer.Option(help="Shown to everyone who resolves it")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Hide a version from ranges and latest; exact pins still resolve (with a warning)."""
+    with errors(as_json=as_json):
+        ref = open_registry().yank(spec, reason=reason)
+    emit(ref, as_json=as_json, human=lambda: stdout.print(f"yanked {ref.spec}"))
+
+
+@app.command()
+def unyank(
+    spec: Annotated[str, typer.Argument(help="[namespace/]name@version")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Undo a yank."""
+    with errors(as_json=as_json):
+        ref = open_registry().unyank(spec)
+    emit(ref, as_json=as_json, human=lambda: stdout.print(f"unyanked {ref.spec}"))

@@ -1,0 +1,112 @@
+"""Human renderings (rich tables and a text heat map); JSON output never passes through here."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.table import Table
+
+from cli.output import stdout, warn
+from registry.schemas import AdapterDetail, AdapterSummary, Page, VersionDetail
+
+SHADES = " ░▒▓█"
+
+
+def _size(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{n} B"
+
+
+def heat_map(fingerprint: dict[str, Any]) -> Table:
+    """Layer x module table of ||dW||_F, shaded relative to the largest module update."""
+    modules = fingerprint["modules"]
+    columns = sorted({m["module"] for m in modules})
+    layers = sorted({m["layer"] for m in modules if m["layer"] is not None})
+    cells = {(m["layer"], m["module"]): m["delta_norm"] for m in modules}
+    peak = max(cells.values(), default=0.0) or 1.0
+    totals = {str(k): v for k, v in fingerprint["layers"].items()}  # JSON keys are strings
+    table = Table(title="||dW||_F by layer and module", title_justify="left")
+    table.add_column("layer", justify="right")
+    for column in columns:
+        table.add_column(column, justify="right")
+    table.add_column("layer total", justify="right")
+    for layer in layers:
+        row = []
+        for column in columns:
+            value = cells.get((layer, column))
+            if value is None:
+                row.append("")
+                continue
+            shade = SHADES[min(len(SHADES) - 1, round(value / peak * (len(SHADES) - 1)))]
+            row.append(f"{shade * 2} {value:.3g}")
+        table.add_row(str(layer), *row, f"{totals.get(str(layer), 0.0):.3g}")
+    return table
+
+
+def print_info(info: dict[str, Any], *, title: str) -> None:
+    summary = Table(title=title, show_header=False, title_justify="left")
+    summary.add_column(style="bold")
+    summary.add_column()
+    fp = info["fingerprint"]
+    rows = {
+        "base model": info["base_model"] or "(not recorded)",
+        "type": info["peft_type"] + (" + DoRA" if info["use_dora"] else "")
+        + (" (rsLoRA)" if info["use_rslora"] else ""),
+        "rank / alpha / scaling": f"{info['r']} / {info['lora_alpha']:g} / {info['scaling']:.4g}",
+        "targets": ", ".join(info["target_modules"]),
+        "layers": f"{len(info['layers'])} ({info['layers'][0]}-{info['layers'][-1]})"
+        if info["layers"] else "-",
+        "dtype / parameters / size": f"{info['dtype']} / {info['parameters']:,} / "
+        f"{_size(info['bytes'])}",
+        "total ||dW||_F": f"{fp['total_norm']:.4g}",
+        "layer CV": f"{fp['layer_cv']:.3f}",
+        "top layers": ", ".join(str(x) for x in fp["top_layers"]),
+        "projection balance": ", ".join(
+            f"{k} {v:.0%}" for k, v in fp["projection_balance"].items()),
+    }
+    for key, value in rows.items():
+        summary.add_row(key, value)
+    stdout.print(summary)
+    stdout.print(heat_map(fp))
+
+
+def print_version(detail: VersionDetail) -> None:
+    print_info(detail.info, title=f"{detail.namespace}/{detail.name}@{detail.version}")
+    files = Table("file", "size", "digest", title="files", title_justify="left")
+    for f in detail.files:
+        files.add_row(f.path, _size(f.size), f.digest)
+    stdout.print(files)
+    stdout.print(f"digest {detail.digest}  aliases {', '.join(detail.aliases) or '-'}")
+    stdout.print(f'pin: {detail.name} = "{detail.version}"', markup=False)
+
+
+def print_search(page: Page[AdapterSummary]) -> None:
+    table = Table("adapter", "latest", "base model", "r", "targets", "versions", "updated")
+    for a in page.items:
+        table.add_row(f"{a.namespace}/{a.name}", a.latest or "-", a.base_model or "-",
+                      str(a.r or "-"), ",".join(a.target_modules), str(a.versions),
+                      f"{a.updated_at:%Y-%m-%d}")
+    stdout.print(table)
+    if page.next_cursor:
+        stdout.print(f"more: --cursor {page.next_cursor}", markup=False)
+
+
+def print_versions(detail: AdapterDetail) -> None:
+    aliases: dict[str, list[str]] = {}
+    for a in detail.aliases:
+        aliases.setdefault(a.version, []).append(a.name)
+    table = Table("version", "digest", "aliases", "published", "by", "status",
+                  title=f"{detail.namespace}/{detail.name}", title_justify="left")
+    for v in detail.versions:
+        tags = aliases.get(v.version, []) + (["latest"] if v.version == detail.latest else [])
+        status = f"yanked: {v.yanked_reason or ''}" if v.yanked else (
+            "prerelease" if v.prerelease else "")
+        table.add_row(v.version, v.digest[:19], ",".join(tags), f"{v.created_at:%Y-%m-%d %H:%M}",
+                      v.published_by, status)
+    stdout.print(table)
+    if not detail.versions:
+        warn("no versions")

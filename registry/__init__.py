@@ -1,0 +1,21 @@
+"""Stance registry: publish, discover, pin and load LoRA adapters."""
+
+from __future__ import annotations
+
+from registry.errors import RegistryError
+from registry.local import LocalRegistry
+from registry.settings import Settings
+
+__all__ = ["LocalRegistry", "Registry", "RegistryError", "Settings"]
+
+
+def Registry(url: str | None = None, *, settings: Settings | None = None) -> LocalRegistry:  # noqa: N802
+    """The registry named by ``url`` or ``STANCE_REGISTRY``; the embedded local one otherwise."""
+    settings = settings or Settings()
+    remote = url or settings.registry
+    if remote:
+        raise RegistryError(
+            f"remote registries ({remote}) are served by the HTTP API, which this build lacks; "
+            "unset STANCE_REGISTRY to use the local catalog"
+        )
+    return LocalRegistry(settings)

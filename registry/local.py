@@ -1,0 +1,115 @@
+"""The embedded registry: the service over a local catalog and store, one transaction per call."""
+
+from __future__ import annotations
+
+import getpass
+from pathlib import Path
+from typing import BinaryIO
+
+from registry import queries, service
+from registry.db import ensure_schema, make_engine, session_factory, transaction
+from registry.schemas import (
+    AdapterDetail,
+    AdapterSummary,
+    Page,
+    PublishResult,
+    Resolution,
+    VersionDetail,
+    VersionRef,
+)
+from registry.settings import Settings
+from registry.spec import parse_spec
+from registry.stores import copy_verified, open_store
+
+
+class LocalRegistry:
+    """Publish, resolve and fetch against the catalog and store named by ``settings``."""
+
+    def __init__(self, settings: Settings | None = None, *, actor: str | None = None) -> None:
+        self.settings = settings or Settings()
+        self.engine = make_engine(self.settings.catalog_url)
+        ensure_schema(self.engine)
+        self.sessions = session_factory(self.engine)
+        self.store = open_store(self.settings.store_url)
+        self.actor = actor or f"local:{getpass.getuser()}"
+
+    def __repr__(self) -> str:
+        return f"LocalRegistry({self.engine.url!r}, store={self.store.url!r})"
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def publish(self, folder: Path, target: str, *, alias: str | None = None) -> PublishResult:
+        """Publish the PEFT adapter in ``folder`` as ``[ns/]name@version``."""
+        with transaction(self.sessions) as session:
+            return service.publish(
+                session,
+                self.store,
+                folder=Path(folder),
+                target=target,
+                alias=alias,
+                actor=self.actor,
+                max_weights_bytes=self.settings.max_weights_bytes,
+            )
+
+    def resolve(self, spec: str) -> Resolution:
+        """The exact version and digest that ``spec`` selects now."""
+        with self.sessions() as session:
+            return queries.resolve_spec(session, spec)
+
+    def fetch(self, spec: str, dest: Path | None = None) -> Path:
+        """Write the files of ``spec``'s version into ``dest`` (default ``./<name>``), verified."""
+        resolution = self.resolve(spec)
+        target = Path(dest) if dest is not None else Path.cwd() / parse_spec(spec).name
+        copy_verified(self.store, resolution.files, target)
+        return target
+
+    def open_blob(self, digest: str) -> BinaryIO:
+        return self.store.open(digest)
+
+    def show(self, spec: str) -> VersionDetail:
+        with self.sessions() as session:
+            return queries.version_detail(session, spec)
+
+    def adapter(self, ref: str) -> AdapterDetail:
+        with self.sessions() as session:
+            return queries.adapter_detail(session, ref)
+
+    def search(
+        self,
+        text: str | None = None,
+        *,
+        base_model: str | None = None,
+        target: str | None = None,
+        rank: int | None = None,
+        namespace: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> Page[AdapterSummary]:
+        with self.sessions() as session:
+            return queries.search(
+                session,
+                text=text,
+                base_model=base_model,
+                target=target,
+                rank=rank,
+                namespace=namespace,
+                limit=limit,
+                cursor=cursor,
+            )
+
+    def set_alias(self, ref: str, alias: str, version: str) -> VersionRef:
+        with transaction(self.sessions) as session:
+            return service.set_alias(session, ref, alias, version, actor=self.actor)
+
+    def remove_alias(self, ref: str, alias: str) -> None:
+        with transaction(self.sessions) as session:
+            service.remove_alias(session, ref, alias, actor=self.actor)
+
+    def yank(self, spec: str, *, reason: str | None = None) -> VersionRef:
+        with transaction(self.sessions) as session:
+            return service.yank(session, spec, reason=reason, actor=self.actor)
+
+    def unyank(self, spec: str) -> VersionRef:
+        with transaction(self.sessions) as session:
+            return service.unyank(session, spec, actor=self.actor)

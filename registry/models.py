@@ -1,0 +1,182 @@
+"""The catalog's ORM models (SQLAlchemy 2). The schema itself changes only through Alembic."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC datetimes on every backend (SQLite drops the zone otherwise)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        return value.astimezone(UTC) if value is not None else None
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value
+
+
+intpk = Annotated[int, mapped_column(Integer, primary_key=True)]
+created = Annotated[datetime, mapped_column(UTCDateTime(), default=utcnow)]
+name64 = Annotated[str, mapped_column(String(64))]
+digest_str = Annotated[str, mapped_column(String(71))]
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class Namespace(Base):
+    __tablename__ = "namespaces"
+
+    id: Mapped[intpk]
+    name: Mapped[name64] = mapped_column(unique=True)
+    created_at: Mapped[created]
+
+
+class Adapter(Base):
+    __tablename__ = "adapters"
+    __table_args__ = (UniqueConstraint("namespace_id", "name"),)
+
+    id: Mapped[intpk]
+    namespace_id: Mapped[int] = mapped_column(ForeignKey("namespaces.id"))
+    name: Mapped[name64]
+    created_at: Mapped[created]
+
+    namespace: Mapped[Namespace] = relationship(lazy="joined")
+
+
+class Blob(Base):
+    __tablename__ = "blobs"
+
+    digest: Mapped[digest_str] = mapped_column(primary_key=True)
+    size: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[created]
+
+
+class Version(Base):
+    """One immutable published version; ``yanked`` hides it from ranges and ``latest`` only."""
+
+    __tablename__ = "versions"
+    __table_args__ = (
+        UniqueConstraint("adapter_id", "version"),
+        Index("ix_versions_adapter_order", "adapter_id", "major", "minor", "patch"),
+    )
+
+    id: Mapped[intpk]
+    adapter_id: Mapped[int] = mapped_column(ForeignKey("adapters.id"))
+    version: Mapped[str] = mapped_column(String(128))
+    major: Mapped[int] = mapped_column(BigInteger)
+    minor: Mapped[int] = mapped_column(BigInteger)
+    patch: Mapped[int] = mapped_column(BigInteger)
+    prerelease: Mapped[bool] = mapped_column(Boolean)
+    digest: Mapped[digest_str] = mapped_column(index=True)
+    manifest: Mapped[str] = mapped_column(Text)
+    base_model: Mapped[str | None] = mapped_column(String(256), index=True)
+    base_revision: Mapped[str | None] = mapped_column(String(128))
+    r: Mapped[int] = mapped_column(Integer, index=True)
+    info: Mapped[dict[str, Any]] = mapped_column(JSON)
+    yanked: Mapped[bool] = mapped_column(Boolean, default=False)
+    yanked_reason: Mapped[str | None] = mapped_column(Text)
+    yanked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    published_by: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[created]
+
+    adapter: Mapped[Adapter] = relationship(lazy="joined")
+    files: Mapped[list[VersionFile]] = relationship(
+        order_by="VersionFile.path", cascade="all, delete-orphan", lazy="selectin"
+    )
+
+
+class VersionFile(Base):
+    __tablename__ = "version_files"
+
+    version_id: Mapped[int] = mapped_column(ForeignKey("versions.id"), primary_key=True)
+    path: Mapped[str] = mapped_column(String(256), primary_key=True)
+    digest: Mapped[digest_str] = mapped_column(ForeignKey("blobs.digest"), index=True)
+    size: Mapped[int] = mapped_column(BigInteger)
+
+
+class VersionTarget(Base):
+    """One row per targeted module type, so search can filter on targets with an index."""
+
+    __tablename__ = "version_targets"
+
+    version_id: Mapped[int] = mapped_column(ForeignKey("versions.id"), primary_key=True)
+    module: Mapped[str] = mapped_column(String(128), primary_key=True, index=True)
+
+
+class Alias(Base):
+    __tablename__ = "aliases"
+    __table_args__ = (UniqueConstraint("adapter_id", "name"),)
+
+    id: Mapped[intpk]
+    adapter_id: Mapped[int] = mapped_column(ForeignKey("adapters.id"))
+    name: Mapped[name64]
+    version_id: Mapped[int] = mapped_column(ForeignKey("versions.id"))
+    protected: Mapped[bool] = mapped_column(Boolean, default=False)
+    updated_by: Mapped[str] = mapped_column(String(128))
+    updated_at: Mapped[created]
+
+    version: Mapped[Version] = relationship(lazy="joined")
+
+
+class AliasEvent(Base):
+    """Alias history: who moved which alias from what to what, and when."""
+
+    __tablename__ = "alias_events"
+
+    id: Mapped[intpk]
+    adapter_id: Mapped[int] = mapped_column(ForeignKey("adapters.id"), index=True)
+    alias: Mapped[name64]
+    from_version: Mapped[str | None] = mapped_column(String(128))
+    to_version: Mapped[str | None] = mapped_column(String(128))
+    actor: Mapped[str] = mapped_column(String(128))
+    at: Mapped[created]
+
+
+class AuditEvent(Base):
+    """Every write, successful or refused: actor, action, target, outcome."""
+
+    __tablename__ = "audit_events"
+
+    id: Mapped[intpk]
+    at: Mapped[created]
+    actor: Mapped[str] = mapped_column(String(128))
+    action: Mapped[str] = mapped_column(String(64), index=True)
+    target: Mapped[str] = mapped_column(String(512))
+    outcome: Mapped[str] = mapped_column(String(32))
+    detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)

@@ -1,0 +1,323 @@
+"""Read-only catalog queries: resolve, list, search; each a bounded number of SQL queries."""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Literal, overload
+
+import semantic_version
+from sqlalchemy import and_, func, or_, select
+from sqlalchemy.orm import Session
+
+from registry.errors import InvalidSpec, NotFound
+from registry.manifest import Manifest
+from registry.models import Adapter, Alias, Namespace, Version, VersionTarget
+from registry.schemas import (
+    AdapterDetail,
+    AdapterSummary,
+    AliasInfo,
+    Page,
+    Resolution,
+    VersionDetail,
+    VersionSummary,
+)
+from registry.spec import SelectorKind, Spec, parse_ref, parse_spec
+from registry.spec import select as select_range
+
+MAX_PAGE = 100
+
+
+@overload
+def find_adapter(
+    session: Session, namespace: str, name: str, *, required: Literal[True]
+) -> Adapter: ...
+@overload
+def find_adapter(
+    session: Session, namespace: str, name: str, *, required: bool = False
+) -> Adapter | None: ...
+def find_adapter(
+    session: Session, namespace: str, name: str, *, required: bool = False
+) -> Adapter | None:
+    adapter = session.scalars(
+        select(Adapter).join(Namespace).where(Namespace.name == namespace, Adapter.name == name)
+    ).one_or_none()
+    if adapter is None and required:
+        raise NotFound(f"no adapter {namespace}/{name}")
+    return adapter
+
+
+@overload
+def find_version(
+    session: Session, adapter: Adapter, version: str, *, required: Literal[True]
+) -> Version: ...
+@overload
+def find_version(
+    session: Session, adapter: Adapter, version: str, *, required: bool = False
+) -> Version | None: ...
+def find_version(
+    session: Session, adapter: Adapter, version: str, *, required: bool = False
+) -> Version | None:
+    row = session.scalars(
+        select(Version).where(Version.adapter_id == adapter.id, Version.version == version)
+    ).one_or_none()
+    if row is None and required:
+        raise NotFound(f"no version {version} of {adapter.namespace.name}/{adapter.name}")
+    return row
+
+
+def _release_order():
+    return (Version.major.desc(), Version.minor.desc(), Version.patch.desc())
+
+
+def _latest(session: Session, adapter: Adapter) -> Version | None:
+    return session.scalars(
+        select(Version)
+        .where(Version.adapter_id == adapter.id, ~Version.yanked, ~Version.prerelease)
+        .order_by(*_release_order())
+        .limit(1)
+    ).first()
+
+
+def _by_range(session: Session, adapter: Adapter, selector: str) -> Version | None:
+    candidates = session.scalars(
+        select(Version.version).where(Version.adapter_id == adapter.id, ~Version.yanked)
+    ).all()
+    best = select_range(list(candidates), selector)
+    return None if best is None else find_version(session, adapter, best)
+
+
+def _by_alias(session: Session, adapter: Adapter, alias: str) -> Version | None:
+    row = session.scalars(
+        select(Alias).where(Alias.adapter_id == adapter.id, Alias.name == alias)
+    ).one_or_none()
+    return None if row is None else row.version
+
+
+def _by_digest(session: Session, adapter: Adapter, digest: str) -> Version | None:
+    rows = session.scalars(
+        select(Version).where(Version.adapter_id == adapter.id, Version.digest == digest)
+    ).all()
+    # Identical content published twice: the highest version names it.
+    return max(rows, key=lambda v: semantic_version.Version(v.version), default=None)
+
+
+def resolve_version(session: Session, spec: Spec) -> Version:
+    """The version row ``spec`` selects, or NotFound saying what was asked."""
+    adapter = find_adapter(session, spec.namespace, spec.name, required=True)
+    match spec.kind:
+        case SelectorKind.LATEST:
+            row = _latest(session, adapter)
+        case SelectorKind.EXACT:
+            row = find_version(session, adapter, spec.selector)
+        case SelectorKind.RANGE:
+            row = _by_range(session, adapter, spec.selector)
+        case SelectorKind.ALIAS:
+            row = _by_alias(session, adapter, spec.selector)
+        case SelectorKind.DIGEST:
+            row = _by_digest(session, adapter, spec.selector)
+    if row is None:
+        what = {
+            SelectorKind.LATEST: "has no non-yanked release",
+            SelectorKind.EXACT: f"has no version {spec.selector}",
+            SelectorKind.RANGE: f"has no non-yanked version matching {spec.selector!r}",
+            SelectorKind.ALIAS: f"has no alias {spec.selector!r}",
+            SelectorKind.DIGEST: f"has no version with digest {spec.selector}",
+        }[spec.kind]
+        raise NotFound(f"{spec.ref} {what}")
+    return row
+
+
+def resolve_spec(session: Session, spec: str | Spec) -> Resolution:
+    """Resolve ``[ns/]name[@selector]`` to an exact version, its digest and files."""
+    parsed = parse_spec(spec) if isinstance(spec, str) else spec
+    row = resolve_version(session, parsed)
+    return Resolution(
+        namespace=parsed.namespace,
+        name=parsed.name,
+        version=row.version,
+        digest=row.digest,
+        yanked=row.yanked,
+        yanked_reason=row.yanked_reason,
+        files=Manifest.model_validate_json(row.manifest).files,
+    )
+
+
+def _summary(row: Version) -> VersionSummary:
+    return VersionSummary(
+        version=row.version,
+        digest=row.digest,
+        prerelease=row.prerelease,
+        yanked=row.yanked,
+        yanked_reason=row.yanked_reason,
+        base_model=row.base_model,
+        r=row.r,
+        created_at=row.created_at,
+        published_by=row.published_by,
+    )
+
+
+def version_detail(session: Session, spec: str) -> VersionDetail:
+    parsed = parse_spec(spec)
+    row = resolve_version(session, parsed)
+    aliases = session.scalars(
+        select(Alias.name).where(Alias.version_id == row.id).order_by(Alias.name)
+    ).all()
+    return VersionDetail(
+        **_summary(row).model_dump(),
+        namespace=parsed.namespace,
+        name=parsed.name,
+        yanked_at=row.yanked_at,
+        files=Manifest.model_validate_json(row.manifest).files,
+        aliases=list(aliases),
+        info=row.info,
+    )
+
+
+def _semver_desc(rows: list[Version]) -> list[Version]:
+    return sorted(rows, key=lambda v: semantic_version.Version(v.version), reverse=True)
+
+
+def adapter_detail(session: Session, ref: str) -> AdapterDetail:
+    """An adapter with every version (newest first, prereleases and yanked included) and alias."""
+    namespace, name = parse_ref(ref)
+    adapter = find_adapter(session, namespace, name, required=True)
+    versions = _semver_desc(
+        list(session.scalars(select(Version).where(Version.adapter_id == adapter.id)).all())
+    )
+    aliases = session.scalars(
+        select(Alias).where(Alias.adapter_id == adapter.id).order_by(Alias.name)
+    ).all()
+    latest = _latest(session, adapter)
+    return AdapterDetail(
+        namespace=namespace,
+        name=name,
+        created_at=adapter.created_at,
+        latest=latest.version if latest else None,
+        versions=[_summary(v) for v in versions],
+        aliases=[
+            AliasInfo(
+                name=a.name,
+                version=a.version.version,
+                protected=a.protected,
+                updated_by=a.updated_by,
+                updated_at=a.updated_at,
+            )
+            for a in aliases
+        ],
+    )
+
+
+def _encode_cursor(namespace: str, name: str) -> str:
+    return base64.urlsafe_b64encode(json.dumps([namespace, name]).encode()).decode()
+
+
+def _decode_cursor(cursor: str) -> tuple[str, str]:
+    try:
+        namespace, name = json.loads(base64.urlsafe_b64decode(cursor.encode()))
+        return str(namespace), str(name)
+    except (ValueError, TypeError):
+        raise InvalidSpec(f"invalid cursor {cursor!r}") from None
+
+
+def search(
+    session: Session,
+    *,
+    text: str | None = None,
+    base_model: str | None = None,
+    target: str | None = None,
+    rank: int | None = None,
+    namespace: str | None = None,
+    limit: int = 50,
+    cursor: str | None = None,
+) -> Page[AdapterSummary]:
+    """Adapters whose name matches ``text`` and that have a version matching every filter."""
+    limit = max(1, min(limit, MAX_PAGE))
+    query = select(Adapter.id, Namespace.name, Adapter.name).join(Namespace)
+    if text:
+        query = query.where(Adapter.name.contains(text.lower(), autoescape=True))
+    if namespace:
+        query = query.where(Namespace.name == namespace)
+    version_filters = []
+    if base_model:
+        version_filters.append(Version.base_model == base_model)
+    if rank is not None:
+        version_filters.append(Version.r == rank)
+    if target:
+        version_filters.append(
+            select(VersionTarget.version_id)
+            .where(VersionTarget.version_id == Version.id, VersionTarget.module == target)
+            .exists()
+        )
+    if version_filters:
+        query = query.where(
+            select(Version.id).where(Version.adapter_id == Adapter.id, *version_filters).exists()
+        )
+    if cursor:
+        after_ns, after_name = _decode_cursor(cursor)
+        query = query.where(
+            or_(
+                Namespace.name > after_ns,
+                and_(Namespace.name == after_ns, Adapter.name > after_name),
+            )
+        )
+    rows = session.execute(query.order_by(Namespace.name, Adapter.name).limit(limit + 1)).all()
+    page = rows[:limit]
+    items = _summaries(session, [r[0] for r in page])
+    next_cursor = _encode_cursor(page[-1][1], page[-1][2]) if len(rows) > limit else None
+    return Page[AdapterSummary](items=items, next_cursor=next_cursor)
+
+
+def _summaries(session: Session, adapter_ids: list[int]) -> list[AdapterSummary]:
+    """Summaries of a page of adapters in three queries (no per-adapter round trips)."""
+    if not adapter_ids:
+        return []
+    ranked = (
+        select(
+            Version.id,
+            func.row_number()
+            .over(partition_by=Version.adapter_id, order_by=_release_order())
+            .label("rank"),
+        )
+        .where(Version.adapter_id.in_(adapter_ids), ~Version.yanked, ~Version.prerelease)
+        .subquery()
+    )
+    latest = {
+        v.adapter_id: v
+        for v in session.scalars(
+            select(Version).join(ranked, ranked.c.id == Version.id).where(ranked.c.rank == 1)
+        )
+    }
+    stats = dict(
+        session.execute(
+            select(Version.adapter_id, func.count(Version.id))
+            .where(Version.adapter_id.in_(adapter_ids))
+            .group_by(Version.adapter_id)
+        ).all()
+    )
+    updated = dict(
+        session.execute(
+            select(Version.adapter_id, func.max(Version.created_at))
+            .where(Version.adapter_id.in_(adapter_ids))
+            .group_by(Version.adapter_id)
+        ).all()
+    )
+    adapters = {
+        a.id: a for a in session.scalars(select(Adapter).where(Adapter.id.in_(adapter_ids)))
+    }
+    out = []
+    for adapter_id in adapter_ids:
+        adapter, head = adapters[adapter_id], latest.get(adapter_id)
+        out.append(
+            AdapterSummary(
+                namespace=adapter.namespace.name,
+                name=adapter.name,
+                latest=head.version if head else None,
+                base_model=head.base_model if head else None,
+                r=head.r if head else None,
+                target_modules=head.info.get("target_modules", []) if head else [],
+                versions=stats.get(adapter_id, 0),
+                updated_at=updated.get(adapter_id) or adapter.created_at,
+            )
+        )
+    return out

@@ -1,0 +1,362 @@
+"""The only code that writes the catalog: publish, alias, yank; and the reads that resolve specs.
+
+Functions take a session, flush and never commit: the caller (CLI command, HTTP request,
+``LocalRegistry`` call) owns the transaction. They raise only ``registry.errors``.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import TypeVar
+
+import semantic_version
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError as DBIntegrityError
+from sqlalchemy.orm import Session
+
+from registry.errors import Conflict, InvalidAdapter, InvalidSpec, NotFound
+from registry.inspect import CARD, CONFIG, WEIGHTS, AdapterInfo, Inspection, inspect_dir
+from registry.manifest import FileEntry, Manifest, digest_file
+from registry.models import (
+    Adapter,
+    Alias,
+    AliasEvent,
+    AuditEvent,
+    Blob,
+    Namespace,
+    Version,
+    VersionFile,
+    VersionTarget,
+    utcnow,
+)
+from registry.queries import find_adapter, find_version, resolve_spec
+from registry.schemas import PublishResult, VersionRef
+from registry.spec import parse_publish_target, parse_ref, parse_version, validate_alias
+from registry.stores import Store, copy_verified
+
+PUBLISHABLE = (CONFIG, WEIGHTS, CARD)
+M = TypeVar("M")
+
+
+def audit(
+    session: Session, *, actor: str, action: str, target: str, outcome: str = "ok", **detail: object
+) -> None:
+    """Record a write (or a refused one) in the audit log."""
+    session.add(
+        AuditEvent(actor=actor, action=action, target=target, outcome=outcome, detail=detail)
+    )
+
+
+def _get_or_create(session: Session, model: type[M], lookup: dict, **extra: object) -> M:
+    """Insert-or-select that lets the database arbitrate races (unique constraint + savepoint)."""
+    found = session.scalars(select(model).filter_by(**lookup)).one_or_none()
+    if found is not None:
+        return found
+    try:
+        with session.begin_nested():
+            row = model(**lookup, **extra)
+            session.add(row)
+        return row
+    except DBIntegrityError:
+        return session.scalars(select(model).filter_by(**lookup)).one()
+
+
+def _manifest_of(inspection: Inspection) -> Manifest:
+    entries = []
+    for path, file in inspection.files.items():
+        digest, size = digest_file(file)
+        entries.append(FileEntry(path=path, digest=digest, size=size))
+    return Manifest.of(entries)
+
+
+def _existing(session: Session, namespace: str, name: str, version: str) -> Version | None:
+    adapter = find_adapter(session, namespace, name)
+    return None if adapter is None else find_version(session, adapter, version)
+
+
+def _same_or_conflict(existing: Version, manifest: Manifest) -> None:
+    if existing.digest != manifest.digest:
+        raise Conflict(
+            f"{existing.adapter.namespace.name}/{existing.adapter.name}@{existing.version} "
+            f"is already published with different content ({existing.digest}); versions are "
+            "immutable: publish a new version"
+        )
+
+
+def _result(version: Version, *, created: bool, warnings: list[str]) -> PublishResult:
+    return PublishResult(
+        namespace=version.adapter.namespace.name,
+        name=version.adapter.name,
+        version=version.version,
+        digest=version.digest,
+        created=created,
+        warnings=warnings,
+    )
+
+
+def _insert_version(
+    session: Session,
+    *,
+    namespace: str,
+    name: str,
+    version: semantic_version.Version,
+    manifest: Manifest,
+    info: AdapterInfo,
+    actor: str,
+) -> Version:
+    ns = _get_or_create(session, Namespace, {"name": namespace})
+    adapter = _get_or_create(session, Adapter, {"namespace_id": ns.id, "name": name})
+    for entry in manifest.files:
+        _get_or_create(session, Blob, {"digest": entry.digest}, size=entry.size)
+    row = Version(
+        adapter=adapter,
+        version=str(version),
+        major=version.major,
+        minor=version.minor,
+        patch=version.patch,
+        prerelease=bool(version.prerelease),
+        digest=manifest.digest,
+        manifest=manifest.canonical(),
+        base_model=info.base_model,
+        base_revision=info.base_revision,
+        r=info.r,
+        info=info.model_dump(mode="json"),
+        published_by=actor,
+        files=[VersionFile(path=f.path, digest=f.digest, size=f.size) for f in manifest.files],
+    )
+    with session.begin_nested():
+        session.add(row)
+        session.flush()
+        session.add_all(VersionTarget(version_id=row.id, module=m) for m in info.target_modules)
+    return row
+
+
+def _commit(
+    session: Session,
+    *,
+    target: str,
+    manifest: Manifest,
+    inspection: Inspection,
+    alias: str | None,
+    actor: str,
+) -> PublishResult:
+    namespace, name, version = parse_publish_target(target)
+    existing = _existing(session, namespace, name, str(version))
+    if existing is not None:
+        _same_or_conflict(existing, manifest)
+        result = _result(existing, created=False, warnings=inspection.warnings)
+    else:
+        try:
+            row = _insert_version(
+                session,
+                namespace=namespace,
+                name=name,
+                version=version,
+                manifest=manifest,
+                info=inspection.info,
+                actor=actor,
+            )
+        except DBIntegrityError:
+            # Another publisher committed the same version first: same content is fine.
+            existing = _existing(session, namespace, name, str(version))
+            if existing is None:
+                raise
+            _same_or_conflict(existing, manifest)
+            row = existing
+        result = _result(row, created=row is not existing, warnings=inspection.warnings)
+        if result.created:
+            audit(
+                session,
+                actor=actor,
+                action="publish",
+                target=f"{namespace}/{name}@{version}",
+                digest=manifest.digest,
+            )
+    if alias is not None:
+        set_alias(session, f"{namespace}/{name}", alias, result.version, actor=actor)
+    session.flush()
+    return result
+
+
+def publish(
+    session: Session,
+    store: Store,
+    *,
+    folder: Path,
+    target: str,
+    alias: str | None = None,
+    actor: str,
+    max_weights_bytes: int = 4 * 1024**3,
+) -> PublishResult:
+    """Validate ``folder``, upload its blobs, then record the version (one transaction).
+
+    Blobs go first: a crash before the catalog commit leaves only unreferenced blobs, which
+    ``stance gc`` removes; never a version without its blobs.
+    """
+    parse_publish_target(target)
+    if alias is not None:
+        validate_alias(alias)
+    inspection = inspect_dir(folder, max_weights_bytes=max_weights_bytes)
+    manifest = _manifest_of(inspection)
+    namespace, name, version = parse_publish_target(target)
+    existing = _existing(session, namespace, name, str(version))
+    if existing is None:
+        for entry in manifest.files:
+            with inspection.files[entry.path].open("rb") as source:
+                store.put(entry.digest, source)
+    return _commit(
+        session, target=target, manifest=manifest, inspection=inspection, alias=alias, actor=actor
+    )
+
+
+def commit_manifest(
+    session: Session,
+    store: Store,
+    *,
+    target: str,
+    manifest: Manifest,
+    alias: str | None = None,
+    actor: str,
+    max_weights_bytes: int = 4 * 1024**3,
+) -> PublishResult:
+    """Record a version whose blobs were uploaded already; the files are inspected server-side."""
+    parse_publish_target(target)
+    if alias is not None:
+        validate_alias(alias)
+    unknown = {f.path for f in manifest.files} - set(PUBLISHABLE)
+    if unknown:
+        raise InvalidAdapter(f"unexpected files {sorted(unknown)}; a version holds {PUBLISHABLE}")
+    with tempfile.TemporaryDirectory(prefix="stance-commit-") as tmp:
+        folder = Path(tmp)
+        missing = [f"{e.path} ({e.digest})" for e in manifest.files if not store.exists(e.digest)]
+        if missing:
+            raise NotFound(f"blobs not uploaded yet: {', '.join(missing)}")
+        copy_verified(store, manifest.files, folder)
+        inspection = inspect_dir(folder, max_weights_bytes=max_weights_bytes)
+        if _manifest_of(inspection) != manifest:
+            raise InvalidAdapter("the uploaded blobs do not match the manifest")
+        return _commit(
+            session,
+            target=target,
+            manifest=manifest,
+            inspection=inspection,
+            alias=alias,
+            actor=actor,
+        )
+
+
+def set_alias(session: Session, ref: str, alias: str, version: str, *, actor: str) -> VersionRef:
+    """Point ``alias`` at an exact, non-yanked ``version``; the move is recorded in its history."""
+    validate_alias(alias)
+    parse_version(version)
+    namespace, name = parse_ref(ref)
+    adapter = find_adapter(session, namespace, name, required=True)
+    target = find_version(session, adapter, version, required=True)
+    if target.yanked:
+        raise Conflict(f"{namespace}/{name}@{version} is yanked; an alias cannot point at it")
+    row = session.scalars(select(Alias).filter_by(adapter_id=adapter.id, name=alias)).one_or_none()
+    before = row.version.version if row is not None else None
+    if row is None:
+        row = Alias(adapter_id=adapter.id, name=alias, version=target, updated_by=actor)
+        session.add(row)
+    elif before != version:
+        row.version, row.updated_by, row.updated_at = target, actor, utcnow()
+    if before != version:
+        session.add(
+            AliasEvent(
+                adapter_id=adapter.id,
+                alias=alias,
+                from_version=before,
+                to_version=version,
+                actor=actor,
+            )
+        )
+        audit(
+            session,
+            actor=actor,
+            action="alias.set",
+            target=f"{namespace}/{name}@{alias}",
+            from_version=before,
+            to_version=version,
+        )
+    session.flush()
+    return _ref(target)
+
+
+def remove_alias(session: Session, ref: str, alias: str, *, actor: str) -> None:
+    """Delete ``alias``; its history stays."""
+    namespace, name = parse_ref(ref)
+    adapter = find_adapter(session, namespace, name, required=True)
+    row = session.scalars(select(Alias).filter_by(adapter_id=adapter.id, name=alias)).one_or_none()
+    if row is None:
+        raise NotFound(f"{namespace}/{name} has no alias {alias!r}")
+    session.add(
+        AliasEvent(
+            adapter_id=adapter.id,
+            alias=alias,
+            from_version=row.version.version,
+            to_version=None,
+            actor=actor,
+        )
+    )
+    audit(
+        session,
+        actor=actor,
+        action="alias.rm",
+        target=f"{namespace}/{name}@{alias}",
+        from_version=row.version.version,
+    )
+    session.delete(row)
+    session.flush()
+
+
+def _exact(session: Session, spec: str) -> Version:
+    ref, sep, version = spec.partition("@")
+    if not sep:
+        raise InvalidSpec(f"{spec!r}: name an exact version, e.g. {ref}@1.0.0")
+    parse_version(version)
+    namespace, name = parse_ref(ref)
+    adapter = find_adapter(session, namespace, name, required=True)
+    return find_version(session, adapter, version, required=True)
+
+
+def _ref(row: Version) -> VersionRef:
+    return VersionRef(
+        namespace=row.adapter.namespace.name,
+        name=row.adapter.name,
+        version=row.version,
+        digest=row.digest,
+        yanked=row.yanked,
+    )
+
+
+def yank(session: Session, spec: str, *, reason: str | None = None, actor: str) -> VersionRef:
+    """Hide an exact version from ranges and ``latest``; still resolvable, never deleted."""
+    row = _exact(session, spec)
+    if not row.yanked:
+        row.yanked, row.yanked_reason, row.yanked_at = True, reason, utcnow()
+        audit(session, actor=actor, action="yank", target=_ref(row).spec, reason=reason)
+        session.flush()
+    return _ref(row)
+
+
+def unyank(session: Session, spec: str, *, actor: str) -> VersionRef:
+    row = _exact(session, spec)
+    if row.yanked:
+        row.yanked, row.yanked_reason, row.yanked_at = False, None, None
+        audit(session, actor=actor, action="unyank", target=_ref(row).spec)
+        session.flush()
+    return _ref(row)
+
+
+__all__ = [
+    "audit",
+    "commit_manifest",
+    "publish",
+    "remove_alias",
+    "resolve_spec",
+    "set_alias",
+    "unyank",
+    "yank",
+]
