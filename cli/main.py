@@ -66,9 +66,12 @@ def db_upgrade(as_json: JsonOpt = False) -> None:
     """Migrate the catalog schema to the newest revision."""
     with errors(as_json=as_json):
         engine = make_engine(settings().catalog_url)
-        before = current_revision(engine)
-        upgrade(engine)
-        after = current_revision(engine)
+        try:
+            before = current_revision(engine)
+            upgrade(engine)
+            after = current_revision(engine)
+        finally:
+            engine.dispose()
         result = {"from": before, "to": after, "url": engine.url.render_as_string()}
         emit(result, as_json=as_json,
              human=lambda: stdout.print(f"catalog at revision {after} (was {before or 'empty'})"))
@@ -82,8 +85,8 @@ def publish(
     as_json: JsonOpt = False,
 ) -> None:
     """Validate an adapter folder and publish it as an immutable version."""
-    with errors(as_json=as_json):
-        result = open_registry().publish(folder, target, alias=alias)
+    with errors(as_json=as_json), open_registry() as registry:
+        result = registry.publish(folder, target, alias=alias)
     for message in result.warnings:
         warn(message)
     verb = "published" if result.created else "already published (identical content)"
@@ -110,8 +113,8 @@ def inspect_cmd(
 @app.command()
 def show(spec: SpecArg, as_json: JsonOpt = False) -> None:
     """Metadata and fingerprint of a published version."""
-    with errors(as_json=as_json):
-        detail = open_registry().show(spec)
+    with errors(as_json=as_json), open_registry() as registry:
+        detail = registry.show(spec)
     if detail.yanked:
         warn(f"{detail.namespace}/{detail.name}@{detail.version} is yanked: {detail.yanked_reason}")
     data = {**detail.info, **detail.model_dump(mode="json", exclude={"info"})}
@@ -130,25 +133,25 @@ def search(
     as_json: JsonOpt = False,
 ) -> None:
     """Find adapters by name and by what their versions target."""
-    with errors(as_json=as_json):
-        page = open_registry().search(text, base_model=base_model, target=target, rank=rank,
-                                      namespace=namespace, limit=limit, cursor=cursor)
+    with errors(as_json=as_json), open_registry() as registry:
+        page = registry.search(text, base_model=base_model, target=target, rank=rank,
+                               namespace=namespace, limit=limit, cursor=cursor)
     emit(page, as_json=as_json, human=lambda: report.print_search(page))
 
 
 @app.command()
 def versions(ref: RefArg, as_json: JsonOpt = False) -> None:
     """Every version of an adapter, newest first, with yanks and aliases."""
-    with errors(as_json=as_json):
-        detail = open_registry().adapter(ref)
+    with errors(as_json=as_json), open_registry() as registry:
+        detail = registry.adapter(ref)
     emit(detail, as_json=as_json, human=lambda: report.print_versions(detail))
 
 
 @app.command()
 def resolve(spec: SpecArg, as_json: JsonOpt = False) -> None:
     """The exact version and digest a spec selects (for pinning)."""
-    with errors(as_json=as_json):
-        found = open_registry().resolve(spec)
+    with errors(as_json=as_json), open_registry() as registry:
+        found = registry.resolve(spec)
     if found.yanked:
         warn(f"{found.spec} is yanked: {found.yanked_reason or 'no reason given'}")
     emit(found.model_dump(include={"namespace", "name", "version", "digest", "yanked"}),
@@ -162,8 +165,7 @@ def pull(
     as_json: JsonOpt = False,
 ) -> None:
     """Download a version's files, each verified against its digest."""
-    with errors(as_json=as_json):
-        registry = open_registry()
+    with errors(as_json=as_json), open_registry() as registry:
         found = registry.resolve(spec)
         if found.yanked:
             warn(f"{found.spec} is yanked: {found.yanked_reason or 'no reason given'}")
@@ -177,8 +179,8 @@ def pull(
 @alias_app.command("set")
 def alias_set(ref: RefArg, alias: str, version: str, as_json: JsonOpt = False) -> None:
     """Point ALIAS of an adapter at an exact VERSION."""
-    with errors(as_json=as_json):
-        target = open_registry().set_alias(ref, alias, version)
+    with errors(as_json=as_json), open_registry() as registry:
+        target = registry.set_alias(ref, alias, version)
     emit({**target.model_dump(), "alias": alias}, as_json=as_json,
          human=lambda: stdout.print(f"{target.spec} is now {alias}"))
 
@@ -186,16 +188,16 @@ def alias_set(ref: RefArg, alias: str, version: str, as_json: JsonOpt = False) -
 @alias_app.command("rm")
 def alias_rm(ref: RefArg, alias: str, as_json: JsonOpt = False) -> None:
     """Remove an alias (its history stays)."""
-    with errors(as_json=as_json):
-        open_registry().remove_alias(ref, alias)
+    with errors(as_json=as_json), open_registry() as registry:
+        registry.remove_alias(ref, alias)
     emit({"removed": alias}, as_json=as_json, human=lambda: stdout.print(f"removed alias {alias}"))
 
 
 @alias_app.command("list")
 def alias_list(ref: RefArg, as_json: JsonOpt = False) -> None:
     """The aliases of an adapter."""
-    with errors(as_json=as_json):
-        detail = open_registry().adapter(ref)
+    with errors(as_json=as_json), open_registry() as registry:
+        detail = registry.adapter(ref)
 
     def human() -> None:
         table = Table("alias", "version", "updated by", "updated at")
@@ -213,8 +215,8 @@ def yank(
     as_json: JsonOpt = False,
 ) -> None:
     """Hide a version from ranges and latest; exact pins still resolve (with a warning)."""
-    with errors(as_json=as_json):
-        ref = open_registry().yank(spec, reason=reason)
+    with errors(as_json=as_json), open_registry() as registry:
+        ref = registry.yank(spec, reason=reason)
     emit(ref, as_json=as_json, human=lambda: stdout.print(f"yanked {ref.spec}"))
 
 
@@ -224,6 +226,6 @@ def unyank(
     as_json: JsonOpt = False,
 ) -> None:
     """Undo a yank."""
-    with errors(as_json=as_json):
-        ref = open_registry().unyank(spec)
+    with errors(as_json=as_json), open_registry() as registry:
+        ref = registry.unyank(spec)
     emit(ref, as_json=as_json, human=lambda: stdout.print(f"unyanked {ref.spec}"))

@@ -142,9 +142,9 @@ def _warnings(modules: Sequence[ModuleFingerprint]) -> list[str]:
     ratio = math.sqrt(sum(m.b_norm**2 for m in modules)) / a_total if a_total else 0.0
     if 0.0 < ratio < TINY_B_RATIO:
         return [
-            f"lora_B is tiny next to lora_A (||B||/||A|| = {ratio:.2e}): the effective update "
-            "||dW|| is tiny and raw ||A||/||B|| figures reflect initialisation "
-            "(||A|| = sqrt(r/3) at any width), not what was learned; read delta_norm"
+            f"lora_B is tiny next to lora_A (||B||/||A|| = {ratio:.2e}): B has barely left its "
+            "zero init, so raw ||A||/||B|| figures reflect initialisation (||A|| = sqrt(r/3) "
+            "at any width), not what was learned; read delta_norm"
         ]
     return []
 
@@ -162,8 +162,8 @@ def compute_fingerprint(lora_modules: Sequence[LoraModule]) -> Fingerprint:
         layers=layers,
         module_types=types,
         projection_balance={k: (v * v / total_sq if total_sq else 0.0) for k, v in types.items()},
-        top_layers=sorted(layers, key=lambda k: -layers[k])[:3],
-        layer_cv=float(values.std() / mean) if mean > 0 else 0.0,
+        top_layers=sorted(layers, key=lambda k: -layers[k])[:TOP_K],
+        layer_cv=float(values.std() / mean) if mean > 0 else 0.0,  # population std (ddof=0)
         total_norm=math.sqrt(total_sq),
         warnings=_warnings(modules),
     )

@@ -18,7 +18,7 @@ from registry.schemas import (
     VersionRef,
 )
 from registry.settings import Settings
-from registry.spec import parse_spec
+from registry.spec import parse_publish_target, parse_spec, validate_alias
 from registry.stores import copy_verified, open_store
 
 
@@ -28,7 +28,11 @@ class LocalRegistry:
     def __init__(self, settings: Settings | None = None, *, actor: str | None = None) -> None:
         self.settings = settings or Settings()
         self.engine = make_engine(self.settings.catalog_url)
-        ensure_schema(self.engine)
+        try:
+            ensure_schema(self.engine)
+        except BaseException:
+            self.engine.dispose()
+            raise
         self.sessions = session_factory(self.engine)
         self.store = open_store(self.settings.store_url)
         self.actor = actor or f"local:{getpass.getuser()}"
@@ -39,18 +43,22 @@ class LocalRegistry:
     def close(self) -> None:
         self.engine.dispose()
 
+    def __enter__(self) -> LocalRegistry:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
     def publish(self, folder: Path, target: str, *, alias: str | None = None) -> PublishResult:
         """Publish the PEFT adapter in ``folder`` as ``[ns/]name@version``."""
+        parse_publish_target(target)
+        if alias is not None:
+            validate_alias(alias)
+        staged = service.stage_folder(
+            self.store, Path(folder), max_weights_bytes=self.settings.max_weights_bytes
+        )
         with transaction(self.sessions) as session:
-            return service.publish(
-                session,
-                self.store,
-                folder=Path(folder),
-                target=target,
-                alias=alias,
-                actor=self.actor,
-                max_weights_bytes=self.settings.max_weights_bytes,
-            )
+            return service.publish(session, staged, target=target, alias=alias, actor=self.actor)
 
     def resolve(self, spec: str) -> Resolution:
         """The exact version and digest that ``spec`` selects now."""

@@ -74,3 +74,12 @@ class Manifest(BaseModel):
 
     def file(self, path: str) -> FileEntry:
         return next(e for e in self.files if e.path == path)
+
+
+def manifest_of(files: dict[str, Path]) -> Manifest:
+    """The manifest of local files, keyed by the name each will have in the version."""
+    entries = []
+    for name, path in files.items():
+        digest, size = digest_file(path)
+        entries.append(FileEntry(path=name, digest=digest, size=size))
+    return Manifest.of(entries)

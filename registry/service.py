@@ -7,6 +7,7 @@ Functions take a session, flush and never commit: the caller (CLI command, HTTP 
 from __future__ import annotations
 
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
@@ -16,8 +17,8 @@ from sqlalchemy.exc import IntegrityError as DBIntegrityError
 from sqlalchemy.orm import Session
 
 from registry.errors import Conflict, InvalidAdapter, InvalidSpec, NotFound
-from registry.inspect import CARD, CONFIG, WEIGHTS, AdapterInfo, Inspection, inspect_dir
-from registry.manifest import FileEntry, Manifest, digest_file
+from registry.inspect import CARD, CONFIG, WEIGHTS, AdapterInfo, inspect_dir
+from registry.manifest import Manifest, manifest_of
 from registry.models import (
     Adapter,
     Alias,
@@ -30,7 +31,7 @@ from registry.models import (
     VersionTarget,
     utcnow,
 )
-from registry.queries import find_adapter, find_version, resolve_spec
+from registry.queries import find_adapter, find_version
 from registry.schemas import PublishResult, VersionRef
 from registry.spec import parse_publish_target, parse_ref, parse_version, validate_alias
 from registry.stores import Store, copy_verified
@@ -60,14 +61,6 @@ def _get_or_create(session: Session, model: type[M], lookup: dict, **extra: obje
         return row
     except DBIntegrityError:
         return session.scalars(select(model).filter_by(**lookup)).one()
-
-
-def _manifest_of(inspection: Inspection) -> Manifest:
-    entries = []
-    for path, file in inspection.files.items():
-        digest, size = digest_file(file)
-        entries.append(FileEntry(path=path, digest=digest, size=size))
-    return Manifest.of(entries)
 
 
 def _existing(session: Session, namespace: str, name: str, version: str) -> Version | None:
@@ -132,20 +125,56 @@ def _insert_version(
     return row
 
 
-def _commit(
-    session: Session,
-    *,
-    target: str,
-    manifest: Manifest,
-    inspection: Inspection,
-    alias: str | None,
-    actor: str,
+@dataclass(frozen=True)
+class Staged:
+    """Validated files whose blobs are in the store, ready to be recorded in the catalog."""
+
+    manifest: Manifest
+    info: AdapterInfo
+    warnings: list[str]
+
+
+def stage_folder(store: Store, folder: Path, *, max_weights_bytes: int) -> Staged:
+    """Validate a PEFT folder and upload its blobs; touches no catalog (no lock held meanwhile).
+
+    Blobs go first: a crash before the catalog commit leaves only unreferenced blobs, which
+    ``stance gc`` removes; never a version without its blobs.
+    """
+    inspection = inspect_dir(folder, max_weights_bytes=max_weights_bytes)
+    manifest = manifest_of(inspection.files)
+    for entry in manifest.files:
+        with inspection.files[entry.path].open("rb") as source:
+            store.put(entry.digest, source)
+    return Staged(manifest, inspection.info, inspection.warnings)
+
+
+def stage_manifest(store: Store, manifest: Manifest, *, max_weights_bytes: int) -> Staged:
+    """Validate a version whose blobs were uploaded separately; inspected here, never trusted."""
+    unknown = {f.path for f in manifest.files} - set(PUBLISHABLE)
+    if unknown:
+        raise InvalidAdapter(f"unexpected files {sorted(unknown)}; a version holds {PUBLISHABLE}")
+    missing = [f"{e.path} ({e.digest})" for e in manifest.files if not store.exists(e.digest)]
+    if missing:
+        raise NotFound(f"blobs not uploaded yet: {', '.join(missing)}")
+    with tempfile.TemporaryDirectory(prefix="stance-stage-") as tmp:
+        copy_verified(store, manifest.files, Path(tmp))
+        inspection = inspect_dir(Path(tmp), max_weights_bytes=max_weights_bytes)
+        if manifest_of(inspection.files) != manifest:
+            raise InvalidAdapter("the manifest lists files that are not part of the adapter")
+    return Staged(manifest, inspection.info, inspection.warnings)
+
+
+def publish(
+    session: Session, staged: Staged, *, target: str, alias: str | None = None, actor: str
 ) -> PublishResult:
+    """Record ``staged`` as ``[ns/]name@version``: a no-op if identical, a Conflict if not."""
     namespace, name, version = parse_publish_target(target)
+    if alias is not None:
+        validate_alias(alias)
     existing = _existing(session, namespace, name, str(version))
     if existing is not None:
-        _same_or_conflict(existing, manifest)
-        result = _result(existing, created=False, warnings=inspection.warnings)
+        _same_or_conflict(existing, staged.manifest)
+        row = existing
     else:
         try:
             row = _insert_version(
@@ -153,8 +182,8 @@ def _commit(
                 namespace=namespace,
                 name=name,
                 version=version,
-                manifest=manifest,
-                info=inspection.info,
+                manifest=staged.manifest,
+                info=staged.info,
                 actor=actor,
             )
         except DBIntegrityError:
@@ -162,88 +191,21 @@ def _commit(
             existing = _existing(session, namespace, name, str(version))
             if existing is None:
                 raise
-            _same_or_conflict(existing, manifest)
+            _same_or_conflict(existing, staged.manifest)
             row = existing
-        result = _result(row, created=row is not existing, warnings=inspection.warnings)
-        if result.created:
-            audit(
-                session,
-                actor=actor,
-                action="publish",
-                target=f"{namespace}/{name}@{version}",
-                digest=manifest.digest,
-            )
-    if alias is not None:
-        set_alias(session, f"{namespace}/{name}", alias, result.version, actor=actor)
-    session.flush()
-    return result
-
-
-def publish(
-    session: Session,
-    store: Store,
-    *,
-    folder: Path,
-    target: str,
-    alias: str | None = None,
-    actor: str,
-    max_weights_bytes: int = 4 * 1024**3,
-) -> PublishResult:
-    """Validate ``folder``, upload its blobs, then record the version (one transaction).
-
-    Blobs go first: a crash before the catalog commit leaves only unreferenced blobs, which
-    ``stance gc`` removes; never a version without its blobs.
-    """
-    parse_publish_target(target)
-    if alias is not None:
-        validate_alias(alias)
-    inspection = inspect_dir(folder, max_weights_bytes=max_weights_bytes)
-    manifest = _manifest_of(inspection)
-    namespace, name, version = parse_publish_target(target)
-    existing = _existing(session, namespace, name, str(version))
-    if existing is None:
-        for entry in manifest.files:
-            with inspection.files[entry.path].open("rb") as source:
-                store.put(entry.digest, source)
-    return _commit(
-        session, target=target, manifest=manifest, inspection=inspection, alias=alias, actor=actor
-    )
-
-
-def commit_manifest(
-    session: Session,
-    store: Store,
-    *,
-    target: str,
-    manifest: Manifest,
-    alias: str | None = None,
-    actor: str,
-    max_weights_bytes: int = 4 * 1024**3,
-) -> PublishResult:
-    """Record a version whose blobs were uploaded already; the files are inspected server-side."""
-    parse_publish_target(target)
-    if alias is not None:
-        validate_alias(alias)
-    unknown = {f.path for f in manifest.files} - set(PUBLISHABLE)
-    if unknown:
-        raise InvalidAdapter(f"unexpected files {sorted(unknown)}; a version holds {PUBLISHABLE}")
-    with tempfile.TemporaryDirectory(prefix="stance-commit-") as tmp:
-        folder = Path(tmp)
-        missing = [f"{e.path} ({e.digest})" for e in manifest.files if not store.exists(e.digest)]
-        if missing:
-            raise NotFound(f"blobs not uploaded yet: {', '.join(missing)}")
-        copy_verified(store, manifest.files, folder)
-        inspection = inspect_dir(folder, max_weights_bytes=max_weights_bytes)
-        if _manifest_of(inspection) != manifest:
-            raise InvalidAdapter("the uploaded blobs do not match the manifest")
-        return _commit(
+    created = row is not existing
+    if created:
+        audit(
             session,
-            target=target,
-            manifest=manifest,
-            inspection=inspection,
-            alias=alias,
             actor=actor,
+            action="publish",
+            target=f"{namespace}/{name}@{version}",
+            digest=staged.manifest.digest,
         )
+    if alias is not None:
+        set_alias(session, f"{namespace}/{name}", alias, row.version, actor=actor)
+    session.flush()
+    return _result(row, created=created, warnings=staged.warnings)
 
 
 def set_alias(session: Session, ref: str, alias: str, version: str, *, actor: str) -> VersionRef:
@@ -348,15 +310,3 @@ def unyank(session: Session, spec: str, *, actor: str) -> VersionRef:
         audit(session, actor=actor, action="unyank", target=_ref(row).spec)
         session.flush()
     return _ref(row)
-
-
-__all__ = [
-    "audit",
-    "commit_manifest",
-    "publish",
-    "remove_alias",
-    "resolve_spec",
-    "set_alias",
-    "unyank",
-    "yank",
-]

@@ -1,4 +1,4 @@
-"""Fixtures: real SQLite and PostgreSQL catalogs (migrated by Alembic), real adapters, temp homes."""
+"""Fixtures: real SQLite and PostgreSQL catalogs migrated by Alembic, real adapters, temp homes."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ PG_SERVER = os.environ.get("STANCE_TEST_PG", "postgresql://postgres@127.0.0.1:54
 
 @pytest.fixture(autouse=True)
 def _isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Every test gets its own STANCE_HOME and caches; the developer's ~/.stance is never touched."""
+    """Each test gets its own STANCE_HOME and caches; the developer's ~/.stance is never used."""
     for key in [k for k in os.environ if k.startswith("STANCE_")]:
         monkeypatch.delenv(key)
     monkeypatch.setenv("STANCE_HOME", str(tmp_path / "home"))

@@ -1,4 +1,4 @@
-"""Validation of adapter folders: every hostile input is refused before any math, nothing unpickled."""
+"""Adapter folder validation: hostile input is refused before any math; nothing is unpickled."""
 
 from __future__ import annotations
 

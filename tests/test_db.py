@@ -1,0 +1,118 @@
+"""Migrations, first-use upgrades and concurrency, on real SQLite and PostgreSQL catalogs."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import Engine, func, inspect, select, text
+
+from registry.db import alembic_config, current_revision, ensure_schema, head_revision, make_engine
+from registry.errors import RegistryError
+from registry.models import Base, Version
+from registry.settings import Settings
+
+
+def test_models_match_migrations(engine: Engine) -> None:
+    """The ORM and the Alembic head describe the same schema (no drift, no create_all)."""
+    with engine.connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
+    assert diff == []
+
+
+def test_downgrade_and_upgrade_round_trip(engine: Engine) -> None:
+    config = alembic_config(engine)
+    command.downgrade(config, "base")
+    with engine.connect() as conn:
+        assert set(inspect(conn).get_table_names()) <= {"alembic_version"}
+    command.upgrade(config, "head")
+    assert current_revision(engine) == head_revision()
+
+
+def test_sqlite_pragmas(tmp_path: Path) -> None:
+    engine = make_engine(f"sqlite:///{tmp_path / 'c.db'}")
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+        assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() > 0
+    engine.dispose()
+
+
+def test_first_use_upgrades_an_empty_catalog(tmp_path: Path) -> None:
+    engine = make_engine(f"sqlite:///{tmp_path / 'new' / 'catalog.db'}")
+    ensure_schema(engine)
+    assert current_revision(engine) == head_revision()
+    engine.dispose()
+
+
+def test_stale_shared_catalog_is_refused(pg_url: str) -> None:
+    engine = make_engine(pg_url)
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE alembic_version SET version_num = 'older'"))
+    try:
+        with pytest.raises(RegistryError, match="run `stance db upgrade`"):
+            ensure_schema(engine)
+    finally:
+        with engine.begin() as conn:
+            conn.execute(text("UPDATE alembic_version SET version_num = :h"),
+                         {"h": head_revision()})
+        engine.dispose()
+
+
+def test_unreachable_catalog_is_a_clear_error() -> None:
+    engine = make_engine("postgresql+psycopg://postgres@127.0.0.1:1/none?connect_timeout=2")
+    with pytest.raises(RegistryError, match="cannot reach the catalog"):
+        ensure_schema(engine)
+    engine.dispose()
+
+
+PUBLISH = """
+import json, sys
+from pathlib import Path
+from registry.local import LocalRegistry
+from registry.errors import RegistryError
+registry = LocalRegistry()
+sys.stdin.readline()  # start together
+try:
+    r = registry.publish(Path(sys.argv[1]), sys.argv[2])
+    print(json.dumps({"created": r.created}))
+except RegistryError as e:
+    print(json.dumps({"error": e.code}))
+"""
+
+
+def _race(settings: Settings, folders: list[Path], target: str) -> list[dict]:
+    procs = [
+        subprocess.Popen([sys.executable, "-c", PUBLISH, str(f), target], stdin=subprocess.PIPE,
+                         stdout=subprocess.PIPE, text=True)
+        for f in folders
+    ]
+    for p in procs:  # both are importing/connected before either is told to publish
+        assert p.stdin is not None
+        p.stdin.write("go\n")
+        p.stdin.flush()
+    outs = [p.communicate(timeout=120)[0] for p in procs]
+    assert all(p.returncode == 0 for p in procs), outs
+    return sorted((json.loads(o) for o in outs), key=json.dumps)
+
+
+def test_concurrent_identical_publishes_both_succeed(settings: Settings,
+                                                     adapters: dict[str, Path]) -> None:
+    results = _race(settings, [adapters["curious"]] * 2, "raced@1.0.0")
+    assert results == [{"created": False}, {"created": True}]
+    engine = make_engine(settings.catalog_url)
+    with engine.connect() as conn:
+        assert conn.scalar(select(func.count()).select_from(Version)) == 1
+    engine.dispose()
+
+
+def test_concurrent_different_publishes_one_conflicts(settings: Settings,
+                                                      adapters: dict[str, Path]) -> None:
+    results = _race(settings, [adapters["curious"], adapters["confident"]], "raced@1.0.0")
+    assert results == [{"created": True}, {"error": "conflict"}]
