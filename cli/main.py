@@ -23,8 +23,9 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 db_app = typer.Typer(help="Catalog schema.", no_args_is_help=True)
-alias_app = typer.Typer(help="Mutable, audited pointers such as prod or staging.",
-                        no_args_is_help=True)
+alias_app = typer.Typer(
+    help="Mutable, audited pointers such as prod or staging.", no_args_is_help=True
+)
 app.add_typer(db_app, name="db")
 app.add_typer(alias_app, name="alias")
 
@@ -47,8 +48,12 @@ def main(
 ) -> None:
     """Options given here override the STANCE_* environment."""
     _overrides.clear()
-    for key, value in {"home": home, "database_url": database_url, "store": store,
-                       "registry": registry}.items():
+    for key, value in {
+        "home": home,
+        "database_url": database_url,
+        "store": store,
+        "registry": registry,
+    }.items():
         if value is not None:
             _overrides[key] = str(value)
 
@@ -73,8 +78,11 @@ def db_upgrade(as_json: JsonOpt = False) -> None:
         finally:
             engine.dispose()
         result = {"from": before, "to": after, "url": engine.url.render_as_string()}
-        emit(result, as_json=as_json,
-             human=lambda: stdout.print(f"catalog at revision {after} (was {before or 'empty'})"))
+        emit(
+            result,
+            as_json=as_json,
+            human=lambda: stdout.print(f"catalog at revision {after} (was {before or 'empty'})"),
+        )
 
 
 @app.command()
@@ -90,10 +98,14 @@ def publish(
     for message in result.warnings:
         warn(message)
     verb = "published" if result.created else "already published (identical content)"
-    emit(result.model_dump(include={"namespace", "name", "version", "digest"}), as_json=as_json,
-         human=lambda: stdout.print(
-             f"{verb} {result.namespace}/{result.name}@{result.version} {result.digest}"
-             + (f" (alias {alias})" if alias else "")))
+    emit(
+        result.model_dump(include={"namespace", "name", "version", "digest"}),
+        as_json=as_json,
+        human=lambda: stdout.print(
+            f"{verb} {result.namespace}/{result.name}@{result.version} {result.digest}"
+            + (f" (alias {alias})" if alias else "")
+        ),
+    )
 
 
 @app.command("inspect")
@@ -134,8 +146,15 @@ def search(
 ) -> None:
     """Find adapters by name and by what their versions target."""
     with errors(as_json=as_json), open_registry() as registry:
-        page = registry.search(text, base_model=base_model, target=target, rank=rank,
-                               namespace=namespace, limit=limit, cursor=cursor)
+        page = registry.search(
+            text,
+            base_model=base_model,
+            target=target,
+            rank=rank,
+            namespace=namespace,
+            limit=limit,
+            cursor=cursor,
+        )
     emit(page, as_json=as_json, human=lambda: report.print_search(page))
 
 
@@ -154,8 +173,11 @@ def resolve(spec: SpecArg, as_json: JsonOpt = False) -> None:
         found = registry.resolve(spec)
     if found.yanked:
         warn(f"{found.spec} is yanked: {found.yanked_reason or 'no reason given'}")
-    emit(found.model_dump(include={"namespace", "name", "version", "digest", "yanked"}),
-         as_json=as_json, human=lambda: stdout.print(f"{found.spec} {found.digest}"))
+    emit(
+        found.model_dump(include={"namespace", "name", "version", "digest", "yanked"}),
+        as_json=as_json,
+        human=lambda: stdout.print(f"{found.spec} {found.digest}"),
+    )
 
 
 @app.command()
@@ -170,10 +192,12 @@ def pull(
         if found.yanked:
             warn(f"{found.spec} is yanked: {found.yanked_reason or 'no reason given'}")
         folder = registry.fetch(found.spec, output or Path.cwd() / found.name)
-    result = {**found.model_dump(include={"namespace", "name", "version", "digest"}),
-              "path": str(folder), "files": [f.path for f in found.files]}
-    emit(result, as_json=as_json,
-         human=lambda: stdout.print(f"pulled {found.spec} into {folder}"))
+    result = {
+        **found.model_dump(include={"namespace", "name", "version", "digest"}),
+        "path": str(folder),
+        "files": [f.path for f in found.files],
+    }
+    emit(result, as_json=as_json, human=lambda: stdout.print(f"pulled {found.spec} into {folder}"))
 
 
 @alias_app.command("set")
@@ -181,8 +205,11 @@ def alias_set(ref: RefArg, alias: str, version: str, as_json: JsonOpt = False) -
     """Point ALIAS of an adapter at an exact VERSION."""
     with errors(as_json=as_json), open_registry() as registry:
         target = registry.set_alias(ref, alias, version)
-    emit({**target.model_dump(), "alias": alias}, as_json=as_json,
-         human=lambda: stdout.print(f"{target.spec} is now {alias}"))
+    emit(
+        {**target.model_dump(), "alias": alias},
+        as_json=as_json,
+        human=lambda: stdout.print(f"{target.spec} is now {alias}"),
+    )
 
 
 @alias_app.command("rm")

@@ -9,7 +9,7 @@ from rich.table import Table
 from cli.output import stdout, warn
 from registry.schemas import AdapterDetail, AdapterSummary, Page, VersionDetail
 
-SHADES = " ░▒▓█"
+SHADES = "·░▒▓█"
 
 
 def _size(n: int) -> str:
@@ -54,19 +54,22 @@ def print_info(info: dict[str, Any], *, title: str) -> None:
     fp = info["fingerprint"]
     rows = {
         "base model": info["base_model"] or "(not recorded)",
-        "type": info["peft_type"] + (" + DoRA" if info["use_dora"] else "")
+        "type": info["peft_type"]
+        + (" + DoRA" if info["use_dora"] else "")
         + (" (rsLoRA)" if info["use_rslora"] else ""),
         "rank / alpha / scaling": f"{info['r']} / {info['lora_alpha']:g} / {info['scaling']:.4g}",
         "targets": ", ".join(info["target_modules"]),
         "layers": f"{len(info['layers'])} ({info['layers'][0]}-{info['layers'][-1]})"
-        if info["layers"] else "-",
+        if info["layers"]
+        else "-",
         "dtype / parameters / size": f"{info['dtype']} / {info['parameters']:,} / "
         f"{_size(info['bytes'])}",
         "total ||dW||_F": f"{fp['total_norm']:.4g}",
         "layer CV": f"{fp['layer_cv']:.3f}",
         "top layers": ", ".join(str(x) for x in fp["top_layers"]),
         "projection balance": ", ".join(
-            f"{k} {v:.0%}" for k, v in fp["projection_balance"].items()),
+            f"{k} {v:.0%}" for k, v in fp["projection_balance"].items()
+        ),
     }
     for key, value in rows.items():
         summary.add_row(key, value)
@@ -87,9 +90,15 @@ def print_version(detail: VersionDetail) -> None:
 def print_search(page: Page[AdapterSummary]) -> None:
     table = Table("adapter", "latest", "base model", "r", "targets", "versions", "updated")
     for a in page.items:
-        table.add_row(f"{a.namespace}/{a.name}", a.latest or "-", a.base_model or "-",
-                      str(a.r or "-"), ",".join(a.target_modules), str(a.versions),
-                      f"{a.updated_at:%Y-%m-%d}")
+        table.add_row(
+            f"{a.namespace}/{a.name}",
+            a.latest or "-",
+            a.base_model or "-",
+            str(a.r or "-"),
+            ",".join(a.target_modules),
+            str(a.versions),
+            f"{a.updated_at:%Y-%m-%d}",
+        )
     stdout.print(table)
     if page.next_cursor:
         stdout.print(f"more: --cursor {page.next_cursor}", markup=False)
@@ -99,14 +108,31 @@ def print_versions(detail: AdapterDetail) -> None:
     aliases: dict[str, list[str]] = {}
     for a in detail.aliases:
         aliases.setdefault(a.version, []).append(a.name)
-    table = Table("version", "digest", "aliases", "published", "by", "status",
-                  title=f"{detail.namespace}/{detail.name}", title_justify="left")
+    table = Table(
+        "version",
+        "digest",
+        "aliases",
+        "published",
+        "by",
+        "status",
+        title=f"{detail.namespace}/{detail.name}",
+        title_justify="left",
+    )
     for v in detail.versions:
         tags = aliases.get(v.version, []) + (["latest"] if v.version == detail.latest else [])
-        status = f"yanked: {v.yanked_reason or ''}" if v.yanked else (
-            "prerelease" if v.prerelease else "")
-        table.add_row(v.version, v.digest[:19], ",".join(tags), f"{v.created_at:%Y-%m-%d %H:%M}",
-                      v.published_by, status)
+        status = (
+            f"yanked: {v.yanked_reason or ''}"
+            if v.yanked
+            else ("prerelease" if v.prerelease else "")
+        )
+        table.add_row(
+            v.version,
+            v.digest[:19],
+            ",".join(tags),
+            f"{v.created_at:%Y-%m-%d %H:%M}",
+            v.published_by,
+            status,
+        )
     stdout.print(table)
     if not detail.versions:
         warn("no versions")

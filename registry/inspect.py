@@ -26,6 +26,10 @@ CONFIG = "adapter_config.json"
 WEIGHTS = "adapter_model.safetensors"
 CARD = "README.md"
 MAX_TEXT_BYTES = 1024 * 1024
+# PEFT also saves the full base weight of a targeted or resized embedding / output layer.
+_EMBEDDING_WEIGHT = re.compile(
+    r"^(?:base_model\.model\.)?(?:.+\.)?(?:embed_tokens|lm_head|wte)(?:\.base_layer)?\.weight$"
+)
 _PICKLE_SUFFIXES = {".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt"}
 _LORA_KEY = re.compile(
     r"^(?:base_model\.model\.)?(?P<path>.+?)\."
@@ -176,7 +180,7 @@ def _group(
             kind = match["kind"].split(".")[0].replace("lora_embedding_", "lora_")
             kind = "bias" if match["kind"] == "lora_B.bias" else kind
             groups.setdefault(match["path"], {})[kind] = name
-        elif any(f".{m}." in f".{name}" for m in saved):
+        elif any(f".{m}." in f".{name}" for m in saved) or _EMBEDDING_WEIGHT.match(name):
             extra.append(name)
         else:
             raise InvalidAdapter(f"{WEIGHTS}: unexpected tensor {name} (not a LoRA weight)")

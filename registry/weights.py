@@ -48,19 +48,21 @@ class WeightsFile:
     metadata: dict[str, str]
 
     def read(self, name: str) -> np.ndarray:
-        """The tensor ``name`` as float32 (bf16/fp16 widened), checked to be finite."""
+        """The tensor ``name`` (bf16/fp16 widened to float32, F64 kept), checked to be finite."""
         entry = self.tensors[name]
         with self.path.open("rb") as fh:
             fh.seek(entry.start)
             raw = fh.read(entry.end - entry.start)
         if len(raw) != entry.end - entry.start:
             raise InvalidAdapter(f"{self.path.name}: file changed while reading {name}")
+        array: np.ndarray
         if entry.dtype == "BF16":
-            wide = np.frombuffer(raw, dtype="<u2").astype(np.uint32) << 16
-            array = wide.view(np.float32)
+            bits = np.frombuffer(raw, dtype="<u2").astype(np.uint32) << 16
+            array = bits.view(np.float32)
         else:
             array = np.frombuffer(raw, dtype=np.dtype(_NUMPY[entry.dtype]).newbyteorder("<"))
-        array = array.astype(np.float32, copy=False).reshape(entry.shape)
+        target = np.float64 if entry.dtype == "F64" else np.float32
+        array = array.astype(target, copy=False).reshape(entry.shape)
         if not np.isfinite(array).all():
             raise InvalidAdapter(f"{self.path.name}: tensor {name} contains NaN or Inf values")
         return array

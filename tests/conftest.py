@@ -142,6 +142,9 @@ def snapshot(url: str, store_root: Path) -> tuple[dict[str, list[tuple]], list[s
         for table in meta.sorted_tables:
             rows[table.name] = sorted(map(tuple, conn.execute(select(table))), key=repr)
     engine.dispose()
-    files = sorted(str(p.relative_to(store_root)) for p in store_root.rglob("*")) \
-        if store_root.exists() else []
+    files = (
+        sorted(str(p.relative_to(store_root)) for p in store_root.rglob("*"))
+        if store_root.exists()
+        else []
+    )
     return rows, files

@@ -39,9 +39,12 @@ def failing(*args: str) -> tuple[dict, str]:
     return body, lines[0]
 
 
-def test_publish_show_resolve_pull(settings: Settings, adapters: dict[str, Path],
-                                   tmp_path: Path) -> None:
-    out = stance_json("publish", adapters["curious"], "curious-uncertainty@1.2.0", "--alias", "prod")
+def test_publish_show_resolve_pull(
+    settings: Settings, adapters: dict[str, Path], tmp_path: Path
+) -> None:
+    out = stance_json(
+        "publish", adapters["curious"], "curious-uncertainty@1.2.0", "--alias", "prod"
+    )
     assert set(out) == {"namespace", "name", "version", "digest"}
     assert out["version"] == "1.2.0" and out["digest"].startswith("sha256:")
     again = stance_json("publish", adapters["curious"], "curious-uncertainty@1.2.0")
@@ -53,12 +56,31 @@ def test_publish_show_resolve_pull(settings: Settings, adapters: dict[str, Path]
     assert stance_json("resolve", f"curious-uncertainty@{out['digest']}")["version"] == "1.2.0"
 
     shown = stance_json("show", "curious-uncertainty@1.2.0")
-    for key in ("peft_type", "r", "lora_alpha", "scaling", "use_rslora", "use_dora",
-                "target_modules", "layers", "dtype", "parameters", "bytes", "base_model",
-                "fingerprint"):
+    for key in (
+        "peft_type",
+        "r",
+        "lora_alpha",
+        "scaling",
+        "use_rslora",
+        "use_dora",
+        "target_modules",
+        "layers",
+        "dtype",
+        "parameters",
+        "bytes",
+        "base_model",
+        "fingerprint",
+    ):
         assert key in shown
     assert shown["fingerprint"]["modules"][0].keys() >= {
-        "layer", "module", "delta_norm", "a_norm", "b_norm", "effective_rank", "energy"}
+        "layer",
+        "module",
+        "delta_norm",
+        "a_norm",
+        "b_norm",
+        "effective_rank",
+        "energy",
+    }
 
     pulled = stance_json("pull", "curious-uncertainty@prod", "-o", tmp_path / "out")
     assert Path(pulled["path"]) == tmp_path / "out"
@@ -67,8 +89,9 @@ def test_publish_show_resolve_pull(settings: Settings, adapters: dict[str, Path]
 
 
 def test_human_output(settings: Settings, adapters: dict[str, Path]) -> None:
-    assert "published default/curious@1.0.0" in stance("publish", adapters["curious"],
-                                                       "curious@1.0.0")
+    assert "published default/curious@1.0.0" in stance(
+        "publish", adapters["curious"], "curious@1.0.0"
+    )
     assert "already published" in stance("publish", adapters["curious"], "curious@1.0.0")
     assert "||dW||_F by layer and module" in stance("show", "curious")
     assert 'pin: curious = "1.0.0"' in stance("show", "curious")
@@ -140,8 +163,9 @@ def test_usage_errors_exit_2(settings: Settings) -> None:
         (["yank", "c@1.0.0"], "not_found", "no adapter default/c"),
     ],
 )
-def test_bad_input_changes_nothing(settings: Settings, adapters: dict[str, Path],
-                                   args: list[str], code: str, message: str) -> None:
+def test_bad_input_changes_nothing(
+    settings: Settings, adapters: dict[str, Path], args: list[str], code: str, message: str
+) -> None:
     stance("publish", adapters["confident"], "seed@1.0.0")  # a non-empty catalog and store
     before = snapshot(settings.catalog_url, settings.home / "blobs")
     body, line = failing(*[a.replace("{curious}", str(adapters["curious"])) for a in args])
@@ -150,8 +174,9 @@ def test_bad_input_changes_nothing(settings: Settings, adapters: dict[str, Path]
 
 
 @pytest.mark.parametrize("case", sorted(hostile.CASES))
-def test_hostile_adapters_change_nothing(settings: Settings, adapters: dict[str, Path],
-                                         tmp_path: Path, case: str) -> None:
+def test_hostile_adapters_change_nothing(
+    settings: Settings, adapters: dict[str, Path], tmp_path: Path, case: str
+) -> None:
     stance("publish", adapters["confident"], "seed@1.0.0")
     before = snapshot(settings.catalog_url, settings.home / "blobs")
     hostile.PWNED.unlink(missing_ok=True)

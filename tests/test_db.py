@@ -60,8 +60,9 @@ def test_stale_shared_catalog_is_refused(pg_url: str) -> None:
             ensure_schema(engine)
     finally:
         with engine.begin() as conn:
-            conn.execute(text("UPDATE alembic_version SET version_num = :h"),
-                         {"h": head_revision()})
+            conn.execute(
+                text("UPDATE alembic_version SET version_num = :h"), {"h": head_revision()}
+            )
         engine.dispose()
 
 
@@ -89,8 +90,12 @@ except RegistryError as e:
 
 def _race(settings: Settings, folders: list[Path], target: str) -> list[dict]:
     procs = [
-        subprocess.Popen([sys.executable, "-c", PUBLISH, str(f), target], stdin=subprocess.PIPE,
-                         stdout=subprocess.PIPE, text=True)
+        subprocess.Popen(
+            [sys.executable, "-c", PUBLISH, str(f), target],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         for f in folders
     ]
     for p in procs:  # both are importing/connected before either is told to publish
@@ -102,8 +107,9 @@ def _race(settings: Settings, folders: list[Path], target: str) -> list[dict]:
     return sorted((json.loads(o) for o in outs), key=json.dumps)
 
 
-def test_concurrent_identical_publishes_both_succeed(settings: Settings,
-                                                     adapters: dict[str, Path]) -> None:
+def test_concurrent_identical_publishes_both_succeed(
+    settings: Settings, adapters: dict[str, Path]
+) -> None:
     results = _race(settings, [adapters["curious"]] * 2, "raced@1.0.0")
     assert results == [{"created": False}, {"created": True}]
     engine = make_engine(settings.catalog_url)
@@ -112,7 +118,8 @@ def test_concurrent_identical_publishes_both_succeed(settings: Settings,
     engine.dispose()
 
 
-def test_concurrent_different_publishes_one_conflicts(settings: Settings,
-                                                      adapters: dict[str, Path]) -> None:
+def test_concurrent_different_publishes_one_conflicts(
+    settings: Settings, adapters: dict[str, Path]
+) -> None:
     results = _race(settings, [adapters["curious"], adapters["confident"]], "raced@1.0.0")
     assert results == [{"created": True}, {"error": "conflict"}]

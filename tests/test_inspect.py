@@ -31,9 +31,14 @@ def test_inspect_reports_basic_metadata(adapters: dict[str, Path]) -> None:
 def test_inspect_handles_peft_variants(tmp_path: Path) -> None:
     import torch
 
-    folder = make_adapter(tmp_path / "v", use_dora=True, use_rslora=True,
-                          rank_pattern={"v_proj": 4}, alpha_pattern={"v_proj": 32},
-                          dtype=torch.bfloat16)
+    folder = make_adapter(
+        tmp_path / "v",
+        use_dora=True,
+        use_rslora=True,
+        rank_pattern={"v_proj": 4},
+        alpha_pattern={"v_proj": 32},
+        dtype=torch.bfloat16,
+    )
     info = inspect_dir(folder).info
     assert info.use_dora and info.use_rslora and info.dtype == "bfloat16"
     ranks = {m.path.rsplit(".", 1)[-1]: m.rank for m in info.fingerprint.modules}
@@ -41,8 +46,9 @@ def test_inspect_handles_peft_variants(tmp_path: Path) -> None:
 
 
 def test_inspect_gpt2_conv1d(tmp_path: Path) -> None:
-    folder = make_adapter(tmp_path / "g", model=tiny_gpt2(), target_modules=["c_attn"],
-                          fan_in_fan_out=True)
+    folder = make_adapter(
+        tmp_path / "g", model=tiny_gpt2(), target_modules=["c_attn"], fan_in_fan_out=True
+    )
     info = inspect_dir(folder).info
     assert info.target_modules == ["c_attn"]
     assert info.shapes["transformer.h.0.attn.c_attn"] == [64, 192]
@@ -85,3 +91,19 @@ def test_config_alpha_must_be_a_number(adapters: dict[str, Path], tmp_path: Path
     (folder / "adapter_config.json").write_text(json.dumps(config))
     with pytest.raises(InvalidAdapter, match="lora_alpha must be a positive number"):
         inspect_dir(folder)
+
+
+def test_embedding_targets_with_saved_base_weights(tmp_path: Path) -> None:
+    folder = make_adapter(tmp_path / "e", target_modules=["embed_tokens", "q_proj"])
+    info = inspect_dir(folder).info
+    assert info.target_modules == ["embed_tokens", "q_proj"]
+    assert info.shapes["model.embed_tokens"] == [256, 64]  # num_embeddings -> embedding_dim
+
+
+def test_float64_weights_keep_their_precision(tmp_path: Path) -> None:
+    import torch
+
+    folder = make_adapter(tmp_path / "f", dtype=torch.float64)
+    inspection = inspect_dir(folder)
+    assert inspection.info.dtype == "float64"
+    assert inspection.modules[0].a.dtype.name == "float64"

@@ -20,39 +20,50 @@ def pub(session: Session, store: LocalStore, folder: Path, target: str, **kw: ob
     return service.publish(session, staged, target=target, actor="tester", **kw)
 
 
-def test_publish_records_version_and_blobs(session: Session, store: LocalStore,
-                                           adapters: dict[str, Path]) -> None:
+def test_publish_records_version_and_blobs(
+    session: Session, store: LocalStore, adapters: dict[str, Path]
+) -> None:
     result = pub(session, store, adapters["curious"], "curious@1.0.0")
     assert (result.namespace, result.name, result.version, result.created) == (
-        "default", "curious", "1.0.0", True)
+        "default",
+        "curious",
+        "1.0.0",
+        True,
+    )
     row = session.scalars(select(Version)).one()
     manifest = Manifest.model_validate_json(row.manifest)
     assert manifest.digest == row.digest == result.digest
     assert [f.path for f in manifest.files] == [
-        "README.md", "adapter_config.json", "adapter_model.safetensors"]
+        "README.md",
+        "adapter_config.json",
+        "adapter_model.safetensors",
+    ]
     for entry in manifest.files:
         assert store.exists(entry.digest)
     assert row.info["r"] == 8 and row.base_model == "stance-test/tiny-llama"
     assert session.scalar(select(func.count()).select_from(AuditEvent)) == 1
 
 
-def test_republish_identical_is_a_noop(session: Session, store: LocalStore,
-                                       adapters: dict[str, Path]) -> None:
+def test_republish_identical_is_a_noop(
+    session: Session, store: LocalStore, adapters: dict[str, Path]
+) -> None:
     first = pub(session, store, adapters["curious"], "curious@1.0.0")
     again = pub(session, store, adapters["curious"], "curious@1.0.0")
     assert not again.created and again.digest == first.digest
     assert session.scalar(select(func.count()).select_from(Version)) == 1
 
 
-def test_republish_different_content_conflicts(session: Session, store: LocalStore,
-                                               adapters: dict[str, Path]) -> None:
+def test_republish_different_content_conflicts(
+    session: Session, store: LocalStore, adapters: dict[str, Path]
+) -> None:
     pub(session, store, adapters["curious"], "curious@1.0.0")
     with pytest.raises(Conflict, match="already published with different content"):
         pub(session, store, adapters["confident"], "curious@1.0.0")
 
 
-def test_identical_blobs_are_stored_once(session: Session, store: LocalStore,
-                                         adapters: dict[str, Path]) -> None:
+def test_identical_blobs_are_stored_once(
+    session: Session, store: LocalStore, adapters: dict[str, Path]
+) -> None:
     pub(session, store, adapters["curious"], "curious@1.0.0")
     pub(session, store, adapters["curious"], "team-a/curious-copy@3.0.0")
     assert session.scalar(select(func.count()).select_from(Blob)) == 3
@@ -60,24 +71,39 @@ def test_identical_blobs_are_stored_once(session: Session, store: LocalStore,
 
 
 def _publish_series(session: Session, store: LocalStore, adapters: dict[str, Path]) -> None:
-    for version, key in [("1.0.0", "curious"), ("1.2.0", "confident"), ("1.2.5", "engaged"),
-                         ("1.3.0-rc.1", "untrained"), ("2.0.0", "curious")]:
+    for version, key in [
+        ("1.0.0", "curious"),
+        ("1.2.0", "confident"),
+        ("1.2.5", "engaged"),
+        ("1.3.0-rc.1", "untrained"),
+        ("2.0.0", "curious"),
+    ]:
         pub(session, store, adapters[key], f"role@{version}")
 
 
 @pytest.mark.parametrize(
     ("selector", "expected"),
-    [("", "2.0.0"), ("@latest", "2.0.0"), ("@^1.2", "1.2.5"), ("@~1.2.0", "1.2.5"),
-     ("@>=1.0 <2", "1.2.5"), ("@1.0.0", "1.0.0"), ("@1.3.0-rc.1", "1.3.0-rc.1"), ("@1", "1.2.5")],
+    [
+        ("", "2.0.0"),
+        ("@latest", "2.0.0"),
+        ("@^1.2", "1.2.5"),
+        ("@~1.2.0", "1.2.5"),
+        ("@>=1.0 <2", "1.2.5"),
+        ("@1.0.0", "1.0.0"),
+        ("@1.3.0-rc.1", "1.3.0-rc.1"),
+        ("@1", "1.2.5"),
+    ],
 )
-def test_resolution(session: Session, store: LocalStore, adapters: dict[str, Path],
-                    selector: str, expected: str) -> None:
+def test_resolution(
+    session: Session, store: LocalStore, adapters: dict[str, Path], selector: str, expected: str
+) -> None:
     _publish_series(session, store, adapters)
     assert queries.resolve_spec(session, f"role{selector}").version == expected
 
 
-def test_latest_skips_prereleases(session: Session, store: LocalStore,
-                                  adapters: dict[str, Path]) -> None:
+def test_latest_skips_prereleases(
+    session: Session, store: LocalStore, adapters: dict[str, Path]
+) -> None:
     pub(session, store, adapters["curious"], "role@1.0.0")
     pub(session, store, adapters["confident"], "role@2.0.0-beta.1")
     assert queries.resolve_spec(session, "role").version == "1.0.0"
@@ -112,8 +138,9 @@ def test_yank_semantics(session: Session, store: LocalStore, adapters: dict[str,
     assert actions[-2:] == ["yank", "unyank"]
 
 
-def test_yank_needs_an_exact_version(session: Session, store: LocalStore,
-                                     adapters: dict[str, Path]) -> None:
+def test_yank_needs_an_exact_version(
+    session: Session, store: LocalStore, adapters: dict[str, Path]
+) -> None:
     pub(session, store, adapters["curious"], "role@1.0.0")
     with pytest.raises(InvalidSpec):
         service.yank(session, "role", actor="tester")
@@ -121,8 +148,9 @@ def test_yank_needs_an_exact_version(session: Session, store: LocalStore,
         service.yank(session, "role@9.9.9", actor="tester")
 
 
-def test_aliases_move_with_history(session: Session, store: LocalStore,
-                                   adapters: dict[str, Path]) -> None:
+def test_aliases_move_with_history(
+    session: Session, store: LocalStore, adapters: dict[str, Path]
+) -> None:
     _publish_series(session, store, adapters)
     service.set_alias(session, "role", "prod", "1.0.0", actor="alice")
     assert queries.resolve_spec(session, "role@prod").version == "1.0.0"
@@ -131,12 +159,16 @@ def test_aliases_move_with_history(session: Session, store: LocalStore,
     assert queries.resolve_spec(session, "role@prod").version == "1.2.0"
     history = session.scalars(select(AliasEvent).order_by(AliasEvent.id)).all()
     assert [(h.from_version, h.to_version, h.actor) for h in history] == [
-        (None, "1.0.0", "alice"), ("1.0.0", "1.2.0", "bob")]
+        (None, "1.0.0", "alice"),
+        ("1.0.0", "1.2.0", "bob"),
+    ]
     service.remove_alias(session, "role", "prod", actor="carol")
     with pytest.raises(NotFound, match="has no alias 'prod'"):
         queries.resolve_spec(session, "role@prod")
-    assert session.scalars(select(AliasEvent.to_version).order_by(AliasEvent.id.desc())).first() \
+    assert (
+        session.scalars(select(AliasEvent.to_version).order_by(AliasEvent.id.desc())).first()
         is None
+    )
 
 
 def test_alias_refusals(session: Session, store: LocalStore, adapters: dict[str, Path]) -> None:
@@ -157,14 +189,18 @@ def test_publish_with_alias(session: Session, store: LocalStore, adapters: dict[
     assert queries.resolve_spec(session, "role@prod").version == "1.0.0"
 
 
-def test_search_filters_and_pages(session: Session, store: LocalStore,
-                                  adapters: dict[str, Path]) -> None:
+def test_search_filters_and_pages(
+    session: Session, store: LocalStore, adapters: dict[str, Path]
+) -> None:
     pub(session, store, adapters["curious"], "curious-uncertainty@1.0.0")
     pub(session, store, adapters["confident"], "confident-expertise@1.0.0")
     pub(session, store, adapters["engaged"], "team-a/engaged-difficulty@0.1.0")
     names = lambda page: [f"{a.namespace}/{a.name}" for a in page.items]  # noqa: E731
     assert names(queries.search(session)) == [
-        "default/confident-expertise", "default/curious-uncertainty", "team-a/engaged-difficulty"]
+        "default/confident-expertise",
+        "default/curious-uncertainty",
+        "team-a/engaged-difficulty",
+    ]
     assert names(queries.search(session, text="CURIOUS")) == ["default/curious-uncertainty"]
     assert names(queries.search(session, rank=4)) == ["team-a/engaged-difficulty"]
     assert names(queries.search(session, namespace="team-a")) == ["team-a/engaged-difficulty"]
@@ -180,17 +216,24 @@ def test_search_filters_and_pages(session: Session, store: LocalStore,
         queries.search(session, cursor="!!")
 
 
-def test_adapter_detail_orders_by_semver(session: Session, store: LocalStore,
-                                         adapters: dict[str, Path]) -> None:
+def test_adapter_detail_orders_by_semver(
+    session: Session, store: LocalStore, adapters: dict[str, Path]
+) -> None:
     _publish_series(session, store, adapters)
     detail = queries.adapter_detail(session, "role")
     assert [v.version for v in detail.versions] == [
-        "2.0.0", "1.3.0-rc.1", "1.2.5", "1.2.0", "1.0.0"]
+        "2.0.0",
+        "1.3.0-rc.1",
+        "1.2.5",
+        "1.2.0",
+        "1.0.0",
+    ]
     assert detail.latest == "2.0.0"
 
 
-def test_stage_manifest_inspects_server_side(session: Session, store: LocalStore,
-                                             adapters: dict[str, Path]) -> None:
+def test_stage_manifest_inspects_server_side(
+    session: Session, store: LocalStore, adapters: dict[str, Path]
+) -> None:
     from registry.inspect import inspect_dir
     from registry.manifest import manifest_of
 
@@ -206,10 +249,14 @@ def test_stage_manifest_inspects_server_side(session: Session, store: LocalStore
     assert result.digest == manifest.digest and result.created
     # A manifest that names the config's blob as the weights is inspected and refused.
     config = manifest.file("adapter_config.json")
-    swapped = Manifest.of([
-        e if e.path != "adapter_model.safetensors" else
-        e.model_copy(update={"digest": config.digest, "size": config.size})
-        for e in manifest.files])
+    swapped = Manifest.of(
+        [
+            e
+            if e.path != "adapter_model.safetensors"
+            else e.model_copy(update={"digest": config.digest, "size": config.size})
+            for e in manifest.files
+        ]
+    )
     with pytest.raises(InvalidAdapter, match="adapter_model.safetensors"):
         service.stage_manifest(store, swapped, max_weights_bytes=10**9)
     extra = Manifest.of([*manifest.files, config.model_copy(update={"path": "run.sh"})])
