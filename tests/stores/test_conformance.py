@@ -1,0 +1,93 @@
+"""One conformance suite for every Store backend (S3 and the Hub join the parametrisation)."""
+
+from __future__ import annotations
+
+import io
+import stat
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from registry.errors import IntegrityError, NotFound
+from registry.manifest import FileEntry, digest_bytes
+from registry.stores import Store, copy_verified, open_store
+
+DATA = b"adapter bytes " * 1000
+DIGEST = digest_bytes(DATA)
+
+
+@pytest.fixture(params=["local"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    yield open_store((tmp_path / "blobs").as_uri())
+
+
+def test_is_a_store(store: Store) -> None:
+    assert isinstance(store, Store)
+
+
+def test_put_open_exists_delete(store: Store) -> None:
+    assert not store.exists(DIGEST)
+    store.put(DIGEST, io.BytesIO(DATA))
+    assert store.exists(DIGEST)
+    with store.open(DIGEST) as fh:
+        assert fh.read() == DATA
+    store.put(DIGEST, io.BytesIO(DATA))  # idempotent
+    assert [(b.digest, b.size) for b in store.iter()] == [(DIGEST, len(DATA))]
+    store.delete(DIGEST)
+    assert not store.exists(DIGEST)
+    assert list(store.iter()) == []
+
+
+def test_put_refuses_bytes_that_do_not_match(store: Store) -> None:
+    with pytest.raises(IntegrityError, match="hashes to"):
+        store.put(DIGEST, io.BytesIO(DATA + b"!"))
+    assert not store.exists(DIGEST)
+    assert list(store.iter()) == []
+
+
+def test_missing_blob_is_not_found(store: Store) -> None:
+    with pytest.raises(NotFound, match="not in the store"):
+        store.open(DIGEST)
+
+
+def test_copy_verified_is_all_or_nothing(store: Store, tmp_path: Path) -> None:
+    store.put(DIGEST, io.BytesIO(DATA))
+    good = FileEntry(path="a.bin", digest=DIGEST, size=len(DATA))
+    out = tmp_path / "out"
+    copy_verified(store, [good], out)
+    assert (out / "a.bin").read_bytes() == DATA
+    lying = FileEntry(path="b.bin", digest="sha256:" + "0" * 64, size=1)
+    with pytest.raises(NotFound):
+        copy_verified(store, [good, lying], tmp_path / "out2")
+    assert list((tmp_path / "out2").iterdir()) == []
+
+
+def test_local_layout_is_pinned(tmp_path: Path) -> None:
+    """Blobs live at sha256/ab/cd/<hex>, read-only; other tools and backups depend on it."""
+    store = open_store((tmp_path / "blobs").as_uri())
+    store.put(DIGEST, io.BytesIO(DATA))
+    hexdigest = DIGEST.removeprefix("sha256:")
+    path = tmp_path / "blobs" / "sha256" / hexdigest[:2] / hexdigest[2:4] / hexdigest
+    assert path.read_bytes() == DATA
+    assert not path.stat().st_mode & (stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH)
+
+
+def test_corrupted_blob_in_store_is_caught_and_nothing_written(tmp_path: Path) -> None:
+    store = open_store((tmp_path / "blobs").as_uri())
+    store.put(DIGEST, io.BytesIO(DATA))
+    hexdigest = DIGEST.removeprefix("sha256:")
+    path = tmp_path / "blobs" / "sha256" / hexdigest[:2] / hexdigest[2:4] / hexdigest
+    path.chmod(0o644)
+    path.write_bytes(b"tampered")
+    out = tmp_path / "out"
+    with pytest.raises(IntegrityError, match="expected " + DIGEST):
+        copy_verified(store, [FileEntry(path="w", digest=DIGEST, size=len(DATA))], out)
+    assert list(out.iterdir()) == []
+
+
+def test_unknown_store_scheme_is_refused() -> None:
+    from registry.errors import InvalidSpec
+
+    with pytest.raises(InvalidSpec, match="unsupported store URL"):
+        open_store("ftp://example/blobs")
