@@ -256,3 +256,30 @@ def unyank(
     with errors(as_json=as_json), open_registry() as registry:
         ref = registry.unyank(spec)
     emit(ref, as_json=as_json, human=lambda: stdout.print(f"unyanked {ref.spec}"))
+
+
+@app.command()
+def diff(
+    x: Annotated[str, typer.Argument(help="A published spec, or an adapter folder")],
+    y: Annotated[str, typer.Argument(help="A published spec, or an adapter folder")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Exact cosine similarity of two adapters' updates, module by module (an existing folder
+    wins over a spec of the same name)."""
+    with errors(as_json=as_json), open_registry() as registry:
+        result = registry.diff(x, y)
+    for message in result.warnings:
+        warn(message)
+    emit(result, as_json=as_json, human=lambda: report.print_diff(result))
+
+
+@app.command()
+def similar(
+    spec: SpecArg,
+    limit: Annotated[int, typer.Option(min=1, max=100)] = 10,
+    as_json: JsonOpt = False,
+) -> None:
+    """Published adapters on the same base model whose updates point the same way."""
+    with errors(as_json=as_json), open_registry() as registry:
+        found = registry.similar(spec, limit=limit)
+    emit(found, as_json=as_json, human=lambda: report.print_similar(found))

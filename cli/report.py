@@ -7,6 +7,7 @@ from typing import Any
 from rich.table import Table
 
 from cli.output import stdout, warn
+from registry.analysis import Diff, SimilarAdapter
 from registry.schemas import AdapterDetail, AdapterSummary, Page, VersionDetail
 
 SHADES = "·░▒▓█"
@@ -136,3 +137,24 @@ def print_versions(detail: AdapterDetail) -> None:
     stdout.print(table)
     if not detail.versions:
         warn("no versions")
+
+
+def print_diff(result: Diff) -> None:
+    stdout.print(f"cosine({result.x}, {result.y}) = {result.cosine:+.4f}", markup=False)
+    table = Table("layer", "module", "cosine", "||dW|| x", "||dW|| y", title="per module")
+    for m in result.modules:
+        layer = "-" if m.layer is None else str(m.layer)
+        table.add_row(layer, m.module, f"{m.cosine:+.3f}", f"{m.norm_x:.3g}", f"{m.norm_y:.3g}")
+    stdout.print(table)
+    for side, paths in (("x", result.only_in_x), ("y", result.only_in_y)):
+        if paths:
+            stdout.print(f"only in {side}: {', '.join(paths)}", markup=False)
+
+
+def print_similar(found: list[SimilarAdapter]) -> None:
+    table = Table("adapter", "version", "cosine", "sketch estimate")
+    for s in found:
+        table.add_row(
+            f"{s.namespace}/{s.name}", s.version, f"{s.cosine:+.4f}", f"{s.sketch_cosine:+.3f}"
+        )
+    stdout.print(table)

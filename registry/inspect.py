@@ -20,6 +20,7 @@ from pydantic import BaseModel
 
 from registry.errors import InvalidAdapter
 from registry.fingerprint import Fingerprint, compute_fingerprint
+from registry.sketch import Sketch, sketch
 from registry.weights import DTYPE_NAMES, WeightsFile, open_weights
 
 CONFIG = "adapter_config.json"
@@ -85,6 +86,7 @@ class Inspection:
     files: dict[str, Path]
     info: AdapterInfo
     modules: list[LoraModule]
+    sketch: Sketch
     warnings: list[str] = field(default_factory=list)
 
 
@@ -226,8 +228,15 @@ def _dtype(weights: WeightsFile) -> str:
     return ",".join(sorted(counts)) if len(counts) > 1 else next(iter(counts))
 
 
-def inspect_dir(folder: Path, *, max_weights_bytes: int = 4 * 1024**3) -> Inspection:
-    """Validate a PEFT LoRA folder and compute its metadata; raise InvalidAdapter on any flaw."""
+@dataclass
+class _Parsed:
+    config: dict[str, Any]
+    weights: WeightsFile
+    modules: list[LoraModule]
+    files: dict[str, Path]
+
+
+def _parse(folder: Path, *, max_weights_bytes: int) -> _Parsed:
     if not folder.is_dir():
         raise InvalidAdapter(f"{folder} is not a directory")
     _refuse_pickles(folder)
@@ -246,6 +255,18 @@ def inspect_dir(folder: Path, *, max_weights_bytes: int = 4 * 1024**3) -> Inspec
     if (folder / CARD).is_file():
         _read_text(folder / CARD)
         files[CARD] = folder / CARD
+    return _Parsed(config, weights, modules, files)
+
+
+def read_modules(folder: Path, *, max_weights_bytes: int = 4 * 1024**3) -> list[LoraModule]:
+    """The validated LoRA modules of a folder, without computing any metadata."""
+    return _parse(folder, max_weights_bytes=max_weights_bytes).modules
+
+
+def inspect_dir(folder: Path, *, max_weights_bytes: int = 4 * 1024**3) -> Inspection:
+    """Validate a PEFT LoRA folder and compute its metadata; raise InvalidAdapter on any flaw."""
+    parsed = _parse(folder, max_weights_bytes=max_weights_bytes)
+    config, weights, modules = parsed.config, parsed.weights, parsed.modules
     fingerprint = compute_fingerprint(modules)
     info = AdapterInfo(
         peft_type="LORA",
@@ -267,4 +288,10 @@ def inspect_dir(folder: Path, *, max_weights_bytes: int = 4 * 1024**3) -> Inspec
         shapes={m.path: [int(m.a.shape[1]), int(m.b.shape[0])] for m in modules},
         fingerprint=fingerprint,
     )
-    return Inspection(files=files, info=info, modules=modules, warnings=list(fingerprint.warnings))
+    return Inspection(
+        files=parsed.files,
+        info=info,
+        modules=modules,
+        sketch=sketch(modules, norm=fingerprint.total_norm),
+        warnings=list(fingerprint.warnings),
+    )

@@ -6,7 +6,8 @@ import getpass
 from pathlib import Path
 from typing import BinaryIO
 
-from registry import queries, service
+from registry import analysis, queries, service
+from registry.analysis import Diff, SimilarAdapter
 from registry.db import ensure_schema, make_engine, session_factory, transaction
 from registry.schemas import (
     AdapterDetail,
@@ -121,3 +122,21 @@ class LocalRegistry:
     def unyank(self, spec: str) -> VersionRef:
         with transaction(self.sessions) as session:
             return service.unyank(session, spec, actor=self.actor)
+
+    def diff(self, x: str, y: str) -> Diff:
+        """Exact cosine of two adapters' updates; each side a published spec or a folder."""
+        with self.sessions() as session:
+            return analysis.diff(
+                session, self.store, x, y, max_weights_bytes=self.settings.max_weights_bytes
+            )
+
+    def similar(self, spec: str, *, limit: int = 10) -> list[SimilarAdapter]:
+        """Published adapters on the same base model, most similar update first."""
+        with self.sessions() as session:
+            return analysis.similar(
+                session,
+                self.store,
+                spec,
+                limit=limit,
+                max_weights_bytes=self.settings.max_weights_bytes,
+            )

@@ -13,6 +13,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Text,
@@ -109,6 +110,8 @@ class Version(Base):
     base_revision: Mapped[str | None] = mapped_column(String(128))
     r: Mapped[int] = mapped_column(Integer, index=True)
     info: Mapped[dict[str, Any]] = mapped_column(JSON)
+    # registry.sketch.Sketch.encode(): the first pass of "similar adapters".
+    sketch: Mapped[bytes | None] = mapped_column(LargeBinary)
     yanked: Mapped[bool] = mapped_column(Boolean, default=False)
     yanked_reason: Mapped[str | None] = mapped_column(Text)
     yanked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())

@@ -22,6 +22,7 @@ from registry.schemas import (
     VersionDetail,
     VersionSummary,
 )
+from registry.sketch import Sketch
 from registry.spec import SelectorKind, Spec, parse_ref, parse_spec
 from registry.spec import select as select_range
 
@@ -321,3 +322,44 @@ def _summaries(session: Session, adapter_ids: list[int]) -> list[AdapterSummary]
             )
         )
     return out
+
+
+def similar_candidates(
+    session: Session, spec: str, *, limit: int
+) -> tuple[Version, list[tuple[float, str, str, str]]]:
+    """The version ``spec`` names, and the latest release of every other adapter on its base
+    model as (sketch cosine, namespace, name, version), best first; callers re-score exactly."""
+    query = resolve_version(session, parse_spec(spec))
+    if query.sketch is None:
+        return query, []
+    ranked = (
+        select(
+            Version.id,
+            func.row_number()
+            .over(partition_by=Version.adapter_id, order_by=_release_order())
+            .label("rank"),
+        )
+        .where(
+            Version.base_model == query.base_model,
+            Version.adapter_id != query.adapter_id,
+            ~Version.yanked,
+            ~Version.prerelease,
+            Version.sketch.is_not(None),
+        )
+        .subquery()
+    )
+    rows = session.execute(
+        select(Namespace.name, Adapter.name, Version.version, Version.sketch)
+        .join(ranked, ranked.c.id == Version.id)
+        .join(Adapter, Adapter.id == Version.adapter_id)
+        .join(Namespace, Namespace.id == Adapter.namespace_id)
+        .where(ranked.c.rank == 1)
+    ).all()
+    mine = Sketch.decode(query.sketch)
+    scored = [
+        (mine.cosine(Sketch.decode(blob)), ns, name, version)
+        for ns, name, version, blob in rows
+        if blob is not None
+    ]
+    scored.sort(key=lambda item: -item[0])
+    return query, scored[:limit]

@@ -33,6 +33,7 @@ from registry.models import (
 )
 from registry.queries import find_adapter, find_version
 from registry.schemas import PublishResult, VersionRef
+from registry.sketch import Sketch
 from registry.spec import parse_publish_target, parse_ref, parse_version, validate_alias
 from registry.stores import Store, copy_verified
 
@@ -88,16 +89,26 @@ def _result(version: Version, *, created: bool, warnings: list[str]) -> PublishR
     )
 
 
+@dataclass(frozen=True)
+class Staged:
+    """Validated files whose blobs are in the store, ready to be recorded in the catalog."""
+
+    manifest: Manifest
+    info: AdapterInfo
+    sketch: Sketch
+    warnings: list[str]
+
+
 def _insert_version(
     session: Session,
     *,
     namespace: str,
     name: str,
     version: semantic_version.Version,
-    manifest: Manifest,
-    info: AdapterInfo,
+    staged: Staged,
     actor: str,
 ) -> Version:
+    manifest, info = staged.manifest, staged.info
     ns = _get_or_create(session, Namespace, {"name": namespace})
     adapter = _get_or_create(session, Adapter, {"namespace_id": ns.id, "name": name})
     for entry in manifest.files:
@@ -115,6 +126,7 @@ def _insert_version(
         base_revision=info.base_revision,
         r=info.r,
         info=info.model_dump(mode="json"),
+        sketch=staged.sketch.encode(),
         published_by=actor,
         files=[VersionFile(path=f.path, digest=f.digest, size=f.size) for f in manifest.files],
     )
@@ -123,15 +135,6 @@ def _insert_version(
         session.flush()
         session.add_all(VersionTarget(version_id=row.id, module=m) for m in info.target_modules)
     return row
-
-
-@dataclass(frozen=True)
-class Staged:
-    """Validated files whose blobs are in the store, ready to be recorded in the catalog."""
-
-    manifest: Manifest
-    info: AdapterInfo
-    warnings: list[str]
 
 
 def stage_folder(store: Store, folder: Path, *, max_weights_bytes: int) -> Staged:
@@ -145,7 +148,7 @@ def stage_folder(store: Store, folder: Path, *, max_weights_bytes: int) -> Stage
     for entry in manifest.files:
         with inspection.files[entry.path].open("rb") as source:
             store.put(entry.digest, source)
-    return Staged(manifest, inspection.info, inspection.warnings)
+    return Staged(manifest, inspection.info, inspection.sketch, inspection.warnings)
 
 
 def stage_manifest(store: Store, manifest: Manifest, *, max_weights_bytes: int) -> Staged:
@@ -161,7 +164,7 @@ def stage_manifest(store: Store, manifest: Manifest, *, max_weights_bytes: int) 
         inspection = inspect_dir(Path(tmp), max_weights_bytes=max_weights_bytes)
         if manifest_of(inspection.files) != manifest:
             raise InvalidAdapter("the manifest lists files that are not part of the adapter")
-    return Staged(manifest, inspection.info, inspection.warnings)
+    return Staged(manifest, inspection.info, inspection.sketch, inspection.warnings)
 
 
 def publish(
@@ -182,8 +185,7 @@ def publish(
                 namespace=namespace,
                 name=name,
                 version=version,
-                manifest=staged.manifest,
-                info=staged.info,
+                staged=staged,
                 actor=actor,
             )
         except DBIntegrityError:
