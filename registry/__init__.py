@@ -6,7 +6,16 @@ from registry.errors import RegistryError
 from registry.local import LocalRegistry
 from registry.settings import Settings
 
-__all__ = ["LocalRegistry", "Registry", "RegistryError", "Settings"]
+__all__ = ["LocalRegistry", "Registry", "RegistryError", "RoleSet", "Settings"]
+
+
+def __getattr__(name: str) -> object:
+    # RoleSet needs torch; the CLI and the server never import it.
+    if name == "RoleSet":
+        from registry.loader import RoleSet
+
+        return RoleSet
+    raise AttributeError(f"module 'registry' has no attribute {name!r}")
 
 
 def Registry(url: str | None = None, *, settings: Settings | None = None) -> LocalRegistry:  # noqa: N802

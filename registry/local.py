@@ -8,6 +8,7 @@ from typing import BinaryIO
 
 from registry import analysis, queries, service
 from registry.analysis import Diff, SimilarAdapter
+from registry.cache import Cache
 from registry.db import ensure_schema, make_engine, session_factory, transaction
 from registry.schemas import (
     AdapterDetail,
@@ -19,7 +20,7 @@ from registry.schemas import (
     VersionRef,
 )
 from registry.settings import Settings
-from registry.spec import parse_publish_target, parse_spec, validate_alias
+from registry.spec import parse_publish_target, validate_alias
 from registry.stores import copy_verified, open_store
 
 
@@ -36,6 +37,7 @@ class LocalRegistry:
             raise
         self.sessions = session_factory(self.engine)
         self.store = open_store(self.settings.store_url)
+        self.cache = Cache(self.settings.cache_dir)
         self.actor = actor or f"local:{getpass.getuser()}"
 
     def __repr__(self) -> str:
@@ -67,11 +69,16 @@ class LocalRegistry:
             return queries.resolve_spec(session, spec)
 
     def fetch(self, spec: str, dest: Path | None = None) -> Path:
-        """Write the files of ``spec``'s version into ``dest`` (default ``./<name>``), verified."""
+        """A folder with the files of ``spec``'s version, each verified against its digest.
+
+        Without ``dest`` it is the version's folder in the shared client cache (read-only);
+        with ``dest`` the files are copied there.
+        """
         resolution = self.resolve(spec)
-        target = Path(dest) if dest is not None else Path.cwd() / parse_spec(spec).name
-        copy_verified(self.store, resolution.files, target)
-        return target
+        if dest is None:
+            return self.cache.version(resolution, self.store.open)
+        copy_verified(self.store, resolution.files, Path(dest))
+        return Path(dest)
 
     def open_blob(self, digest: str) -> BinaryIO:
         return self.store.open(digest)

@@ -28,6 +28,10 @@ class Settings(BaseSettings):
         return self.database_url or f"sqlite:///{self.home / 'catalog.db'}"
 
     @property
+    def cache_dir(self) -> Path:
+        return self.home / "cache"
+
+    @property
     def store_url(self) -> str:
         """The blob store URL: the explicit one, else a folder under the home."""
         return self.store or (self.home / "blobs").as_uri()
