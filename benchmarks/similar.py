@@ -101,12 +101,12 @@ def main() -> None:
             )
 
             def brute() -> list[tuple[float, str]]:
-                _, mine = analysis.load(
+                _, mine = analysis.load_spec(
                     session, registry.store, "role-00000", max_weights_bytes=10**9
                 )
                 scores = []
                 for i in range(1, args.adapters):
-                    _, theirs = analysis.load(
+                    _, theirs = analysis.load_spec(
                         session, registry.store, f"role-{i:05d}", max_weights_bytes=10**9
                     )
                     scores.append((similarity(mine, theirs).cosine, f"role-{i:05d}"))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+from datetime import timedelta
 from pathlib import Path
 from typing import Annotated
 
@@ -9,9 +11,11 @@ import typer
 from rich.table import Table
 
 from cli import report
-from cli.output import emit, errors, stdout, warn
+from cli.output import Transfers, emit, errors, stdout, warn
 from registry import Registry
-from registry.db import current_revision, make_engine, upgrade
+from registry.client import RemoteRegistry
+from registry.db import current_revision, ensure_schema, make_engine, upgrade
+from registry.errors import RegistryError
 from registry.inspect import inspect_dir
 from registry.local import LocalRegistry
 from registry.settings import Settings
@@ -23,11 +27,15 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 db_app = typer.Typer(help="Catalog schema.", no_args_is_help=True)
+token_app = typer.Typer(
+    help="API tokens (needs the catalog itself: the operator's path).", no_args_is_help=True
+)
 alias_app = typer.Typer(
     help="Mutable, audited pointers such as prod or staging.", no_args_is_help=True
 )
 app.add_typer(db_app, name="db")
 app.add_typer(alias_app, name="alias")
+app.add_typer(token_app, name="token")
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print exactly one JSON document.")]
 SpecArg = Annotated[str, typer.Argument(help="[namespace/]name[@version|range|alias|digest]")]
@@ -45,6 +53,9 @@ def main(
     registry: Annotated[
         str | None, typer.Option(help="Registry server URL [env: STANCE_REGISTRY]")
     ] = None,
+    token: Annotated[
+        str | None, typer.Option(help="Bearer token for the server [env: STANCE_TOKEN]")
+    ] = None,
 ) -> None:
     """Options given here override the STANCE_* environment."""
     _overrides.clear()
@@ -53,6 +64,7 @@ def main(
         "database_url": database_url,
         "store": store,
         "registry": registry,
+        "token": token,
     }.items():
         if value is not None:
             _overrides[key] = str(value)
@@ -62,8 +74,46 @@ def settings() -> Settings:
     return Settings(**_overrides)  # type: ignore[arg-type]
 
 
-def open_registry() -> LocalRegistry:
-    return Registry(settings=settings())
+def open_registry() -> LocalRegistry | RemoteRegistry:
+    """The local registry, or the server named by --registry / STANCE_REGISTRY."""
+    current = settings()
+    if current.registry:
+        return Registry(settings=current, progress=Transfers())
+    return Registry(settings=current)
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port")] = 8080,
+    workers: Annotated[int, typer.Option(min=1, help="Worker processes")] = 1,
+    log_level: Annotated[str, typer.Option(help="uvicorn log level")] = "warning",
+) -> None:
+    """Serve the HTTP API (/v1, /docs, /metrics) and the discovery pages.
+
+    The server keeps no state of its own: several processes over one PostgreSQL catalog and
+    one store act as one registry.
+    """
+    import uvicorn
+
+    current = settings()
+    with errors(as_json=False):
+        engine = make_engine(current.catalog_url)
+        try:
+            ensure_schema(engine)  # once, before workers start, so they never race a migration
+        finally:
+            engine.dispose()
+    for key, value in _overrides.items():  # workers build their settings from the environment
+        os.environ[f"STANCE_{key.upper()}"] = value
+    os.environ.pop("STANCE_REGISTRY", None)  # a server serves its own catalog
+    uvicorn.run(
+        "registry.api:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_level=log_level,
+    )
 
 
 @db_app.command("upgrade")
@@ -201,10 +251,19 @@ def pull(
 
 
 @alias_app.command("set")
-def alias_set(ref: RefArg, alias: str, version: str, as_json: JsonOpt = False) -> None:
+def alias_set(
+    ref: RefArg,
+    alias: str,
+    version: str,
+    protect: Annotated[
+        bool | None,
+        typer.Option("--protect/--unprotect", help="Only admins may move a protected alias"),
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
     """Point ALIAS of an adapter at an exact VERSION."""
     with errors(as_json=as_json), open_registry() as registry:
-        target = registry.set_alias(ref, alias, version)
+        target = registry.set_alias(ref, alias, version, protect=protect)
     emit(
         {**target.model_dump(), "alias": alias},
         as_json=as_json,
@@ -233,6 +292,27 @@ def alias_list(ref: RefArg, as_json: JsonOpt = False) -> None:
         stdout.print(table)
 
     emit(detail.aliases, as_json=as_json, human=human)
+
+
+@alias_app.command("history")
+def alias_history(ref: RefArg, as_json: JsonOpt = False) -> None:
+    """Who moved which alias from what to what, and when (newest first)."""
+    with errors(as_json=as_json), open_registry() as registry:
+        moves = registry.alias_history(ref)
+    emit(moves, as_json=as_json, human=lambda: report.print_alias_history(moves))
+
+
+@app.command()
+def audit(
+    limit: Annotated[int, typer.Option(min=1, max=1000)] = 50,
+    before: Annotated[int | None, typer.Option(help="Entries older than this id")] = None,
+    action: Annotated[str | None, typer.Option(help="e.g. publish, alias.set")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """The audit log: every write, successful or refused (admin)."""
+    with errors(as_json=as_json), open_registry() as registry:
+        entries = registry.audit(limit=limit, before=before, action=action)
+    emit(entries, as_json=as_json, human=lambda: report.print_audit(entries))
 
 
 @app.command()
@@ -283,3 +363,56 @@ def similar(
     with errors(as_json=as_json), open_registry() as registry:
         found = registry.similar(spec, limit=limit)
     emit(found, as_json=as_json, human=lambda: report.print_similar(found))
+
+
+def open_catalog() -> LocalRegistry:
+    """The local catalog; token management never goes over HTTP."""
+    current = settings()
+    if current.registry:
+        raise RegistryError(
+            "token management needs the catalog itself: run it where the registry's database "
+            "is reachable, without --registry / STANCE_REGISTRY"
+        )
+    return LocalRegistry(current)
+
+
+@token_app.command("create")
+def token_create(
+    scope: Annotated[str, typer.Option(help="read, publish or admin")],
+    namespace: Annotated[
+        list[str] | None, typer.Option(help="Grant only this namespace (repeatable)")
+    ] = None,
+    description: Annotated[str | None, typer.Option(help="What the token is for")] = None,
+    expires_in_days: Annotated[int | None, typer.Option(min=1, help="Expire after N days")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Mint a token. The secret is printed once; only its hash is stored."""
+    expires = timedelta(days=expires_in_days) if expires_in_days else None
+    with errors(as_json=as_json), open_catalog() as catalog:
+        new = catalog.create_token(
+            scope, namespaces=namespace, description=description, expires_in=expires
+        )
+    emit(
+        new,
+        as_json=as_json,
+        human=lambda: stdout.print(
+            f"token {new.id} ({scope}); store it now, it is not shown again:\n{new.token}",
+            markup=False,
+        ),
+    )
+
+
+@token_app.command("list")
+def token_list(as_json: JsonOpt = False) -> None:
+    """Tokens with scopes and grants; never their secrets."""
+    with errors(as_json=as_json), open_catalog() as catalog:
+        found = catalog.list_tokens()
+    emit(found, as_json=as_json, human=lambda: report.print_tokens(found))
+
+
+@token_app.command("revoke")
+def token_revoke(token_id: str, as_json: JsonOpt = False) -> None:
+    """Revoke a token at once."""
+    with errors(as_json=as_json), open_catalog() as catalog:
+        info = catalog.revoke_token(token_id)
+    emit(info, as_json=as_json, human=lambda: stdout.print(f"revoked token {info.id}"))

@@ -11,6 +11,7 @@ from typing import Any
 import typer
 from pydantic import BaseModel
 from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 
 from registry.errors import RegistryError
 
@@ -33,6 +34,36 @@ def emit(value: Any, *, as_json: bool, human: Callable[[], None]) -> None:
         sys.stdout.write(json.dumps(to_jsonable(value), indent=2, sort_keys=False) + "\n")
     else:
         human()
+
+
+class Transfers:
+    """Rich progress bars on stderr for blob uploads and downloads (only on a terminal)."""
+
+    def __init__(self) -> None:
+        self._progress: Progress | None = None
+
+    def begin(self, label: str, total: int) -> Callable[[int], None]:
+        if not stderr.is_terminal:
+            return lambda _: None
+        if self._progress is None:
+            self._progress = Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                DownloadColumn(),
+                TransferSpeedColumn(),
+                console=stderr,
+                transient=True,
+            )
+            self._progress.start()
+        progress, task = self._progress, self._progress.add_task(label, total=total)
+
+        def advance(n: int) -> None:
+            progress.advance(task, n)
+            if progress.finished:
+                progress.stop()
+                self._progress = None
+
+        return advance
 
 
 def warn(message: str) -> None:

@@ -8,7 +8,15 @@ from rich.table import Table
 
 from cli.output import stdout, warn
 from registry.analysis import Diff, SimilarAdapter
-from registry.schemas import AdapterDetail, AdapterSummary, Page, VersionDetail
+from registry.schemas import (
+    AdapterDetail,
+    AdapterSummary,
+    AliasMove,
+    AuditEntry,
+    Page,
+    VersionDetail,
+)
+from registry.tokens import TokenInfo
 
 SHADES = "·░▒▓█"
 
@@ -156,5 +164,46 @@ def print_similar(found: list[SimilarAdapter]) -> None:
     for s in found:
         table.add_row(
             f"{s.namespace}/{s.name}", s.version, f"{s.cosine:+.4f}", f"{s.sketch_cosine:+.3f}"
+        )
+    stdout.print(table)
+
+
+def print_alias_history(moves: list[AliasMove]) -> None:
+    table = Table("when", "alias", "from", "to", "by")
+    for m in moves:
+        table.add_row(
+            f"{m.at:%Y-%m-%d %H:%M:%S}",
+            m.alias,
+            m.from_version or "-",
+            m.to_version or "(removed)",
+            m.actor,
+        )
+    stdout.print(table)
+
+
+def print_audit(entries: list[AuditEntry]) -> None:
+    table = Table("id", "when", "actor", "action", "target", "outcome")
+    for e in entries:
+        table.add_row(
+            str(e.id), f"{e.at:%Y-%m-%d %H:%M:%S}", e.actor, e.action, e.target, e.outcome
+        )
+    stdout.print(table)
+
+
+def print_tokens(found: list[TokenInfo]) -> None:
+    table = Table(
+        "id", "scope", "namespaces", "description", "created", "expires", "last used", "revoked"
+    )
+    day = "%Y-%m-%d"
+    for t in found:
+        table.add_row(
+            t.id,
+            t.scope,
+            ",".join(t.namespaces) or "(all)",
+            t.description or "",
+            f"{t.created_at:{day}}",
+            f"{t.expires_at:{day}}" if t.expires_at else "-",
+            f"{t.last_used_at:{day} %H:%M}" if t.last_used_at else "-",
+            f"{t.revoked_at:{day}}" if t.revoked_at else "",
         )
     stdout.print(table)

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+from registry.client import RemoteRegistry
 from registry.errors import RegistryError
 from registry.local import LocalRegistry
 from registry.settings import Settings
 
-__all__ = ["LocalRegistry", "Registry", "RegistryError", "RoleSet", "Settings"]
+__all__ = ["LocalRegistry", "Registry", "RegistryError", "RemoteRegistry", "RoleSet", "Settings"]
 
 
 def __getattr__(name: str) -> object:
@@ -18,13 +21,15 @@ def __getattr__(name: str) -> object:
     raise AttributeError(f"module 'registry' has no attribute {name!r}")
 
 
-def Registry(url: str | None = None, *, settings: Settings | None = None) -> LocalRegistry:  # noqa: N802
-    """The registry named by ``url`` or ``STANCE_REGISTRY``; the embedded local one otherwise."""
+def Registry(  # noqa: N802 - reads as the class a user asks for
+    url: str | None = None, *, settings: Settings | None = None, **options: Any
+) -> LocalRegistry | RemoteRegistry:
+    """The registry at ``url`` or ``STANCE_REGISTRY`` over HTTP; the embedded local one otherwise.
+
+    Both have the same methods (publish, resolve, fetch, ...) and raise the same errors.
+    """
     settings = settings or Settings()
     remote = url or settings.registry
     if remote:
-        raise RegistryError(
-            f"remote registries ({remote}) are served by the HTTP API, which this build lacks; "
-            "unset STANCE_REGISTRY to use the local catalog"
-        )
+        return RemoteRegistry(remote, settings=settings, **options)
     return LocalRegistry(settings)

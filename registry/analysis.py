@@ -34,34 +34,47 @@ class SimilarAdapter(BaseModel):
     sketch_cosine: float
 
 
-def load(
-    session: Session, store: Store, spec_or_dir: str, *, max_weights_bytes: int
-) -> tuple[str | None, list[LoraModule]]:
-    """Base model and modules of an existing folder, else of a published version (verified)."""
-    folder = Path(spec_or_dir)
-    if folder.exists():
-        return _read(folder, max_weights_bytes=max_weights_bytes)
-    resolution = queries.resolve_spec(session, spec_or_dir)
-    with tempfile.TemporaryDirectory(prefix="stance-load-") as tmp:
-        copy_verified(store, resolution.files, Path(tmp))
-        return _read(Path(tmp), max_weights_bytes=max_weights_bytes)
+Side = tuple[str | None, list[LoraModule]]  # (base model id, modules)
 
 
-def _read(folder: Path, *, max_weights_bytes: int) -> tuple[str | None, list[LoraModule]]:
+def read_folder(folder: Path, *, max_weights_bytes: int) -> Side:
+    """Base model and validated modules of an adapter folder."""
     modules = read_modules(folder, max_weights_bytes=max_weights_bytes)
     return read_config(folder / CONFIG).get("base_model_name_or_path"), modules
 
 
-def diff(session: Session, store: Store, x: str, y: str, *, max_weights_bytes: int) -> Diff:
-    """Exact similarity of two adapters (published specs or folders), module by module."""
-    base_x, left = load(session, store, x, max_weights_bytes=max_weights_bytes)
-    base_y, right = load(session, store, y, max_weights_bytes=max_weights_bytes)
-    bases = [base_x, base_y]
+def load_spec(session: Session, store: Store, spec: str, *, max_weights_bytes: int) -> Side:
+    """Base model and modules of a published version, its files verified on the way."""
+    resolution = queries.resolve_spec(session, spec)
+    with tempfile.TemporaryDirectory(prefix="stance-load-") as tmp:
+        copy_verified(store, resolution.files, Path(tmp))
+        return read_folder(Path(tmp), max_weights_bytes=max_weights_bytes)
+
+
+def compare(x: str, left: Side, y: str, right: Side) -> Diff:
+    """The exact diff of two loaded adapters, warning when their base models differ."""
+    bases = [left[0], right[0]]
     warnings = []
     if bases[0] != bases[1]:
         warnings.append(f"different base models ({bases[0]} vs {bases[1]}): compare with care")
-    result = similarity(left, right)
+    result = similarity(left[1], right[1])
     return Diff(**result.model_dump(), x=x, y=y, base_models=bases, warnings=warnings)
+
+
+def diff(
+    session: Session, store: Store, x: str, y: str, *, folders: bool, max_weights_bytes: int
+) -> Diff:
+    """Exact similarity of two published specs, or (``folders``) of local folders too.
+
+    Only local callers pass ``folders=True``: a server never reads paths its clients name.
+    """
+
+    def side(value: str) -> Side:
+        if folders and Path(value).exists():
+            return read_folder(Path(value), max_weights_bytes=max_weights_bytes)
+        return load_spec(session, store, value, max_weights_bytes=max_weights_bytes)
+
+    return compare(x, side(x), y, side(y))
 
 
 def similar(
@@ -75,7 +88,7 @@ def similar(
     query, candidates = queries.similar_candidates(session, spec, limit=RESCORE * limit)
     if not candidates:
         return []
-    _, mine = load(
+    _, mine = load_spec(
         session,
         store,
         f"{query.adapter.namespace.name}/{query.adapter.name}@{query.version}",
@@ -83,7 +96,7 @@ def similar(
     )
     out = []
     for approx, namespace, name, version in candidates:
-        _, theirs = load(
+        _, theirs = load_spec(
             session, store, f"{namespace}/{name}@{version}", max_weights_bytes=max_weights_bytes
         )
         exact = similarity(mine, theirs).cosine

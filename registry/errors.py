@@ -8,7 +8,8 @@
     ├── IntegrityError                 integrity       bytes that do not match their digest
     ├── Forbidden                      forbidden       a valid caller without the right scope
     ├── Unauthorized                   unauthorized    no caller, or an unknown one
-    └── Unreachable(ConnectionError)   unreachable     the registry or a store cannot be reached
+    ├── Unreachable(ConnectionError)   unreachable     the registry or a store cannot be reached
+    └── RateLimited                    rate_limited    too many failed authentications
 
 Every edge maps these in one place: the HTTP API to a status and ``{"code", "message"}``, the
 HTTP client back to the same class, the CLI to exit 1 and one ``error:`` line.
@@ -59,6 +60,10 @@ class Unreachable(RegistryError, ConnectionError):
     code = "unreachable"
 
 
+class RateLimited(RegistryError):
+    code = "rate_limited"
+
+
 ERRORS_BY_CODE: dict[str, type[RegistryError]] = {
     cls.code: cls
     for cls in (
@@ -71,5 +76,6 @@ ERRORS_BY_CODE: dict[str, type[RegistryError]] = {
         Forbidden,
         Unauthorized,
         Unreachable,
+        RateLimited,
     )
 }

@@ -1,18 +1,30 @@
-"""The embedded registry: the service over a local catalog and store, one transaction per call."""
+"""The embedded registry: the service over a local catalog and store, one transaction per call.
+
+Whoever holds the catalog is its operator: local calls act with admin rights, as ``actor``.
+"""
 
 from __future__ import annotations
 
 import getpass
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import timedelta
 from pathlib import Path
 from typing import BinaryIO
 
-from registry import analysis, queries, service
+from sqlalchemy.orm import Session
+
+from registry import analysis, queries, service, tokens
 from registry.analysis import Diff, SimilarAdapter
+from registry.audit import refusals_recorded
+from registry.auth import operator
 from registry.cache import Cache
 from registry.db import ensure_schema, make_engine, session_factory, transaction
 from registry.schemas import (
     AdapterDetail,
     AdapterSummary,
+    AliasMove,
+    AuditEntry,
     Page,
     PublishResult,
     Resolution,
@@ -22,6 +34,7 @@ from registry.schemas import (
 from registry.settings import Settings
 from registry.spec import parse_publish_target, validate_alias
 from registry.stores import copy_verified, open_store
+from registry.tokens import NewToken, TokenInfo
 
 
 class LocalRegistry:
@@ -38,7 +51,7 @@ class LocalRegistry:
         self.sessions = session_factory(self.engine)
         self.store = open_store(self.settings.store_url)
         self.cache = Cache(self.settings.cache_dir)
-        self.actor = actor or f"local:{getpass.getuser()}"
+        self.caller = operator(actor or f"local:{getpass.getuser()}")
 
     def __repr__(self) -> str:
         return f"LocalRegistry({self.engine.url!r}, store={self.store.url!r})"
@@ -52,16 +65,29 @@ class LocalRegistry:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
+    @contextmanager
+    def _write(self, action: str, target: str) -> Iterator[Session]:
+        with (
+            refusals_recorded(self.sessions, actor=self.caller.actor, action=action, target=target),
+            transaction(self.sessions) as session,
+        ):
+            yield session
+
     def publish(self, folder: Path, target: str, *, alias: str | None = None) -> PublishResult:
         """Publish the PEFT adapter in ``folder`` as ``[ns/]name@version``."""
-        parse_publish_target(target)
-        if alias is not None:
-            validate_alias(alias)
-        staged = service.stage_folder(
-            self.store, Path(folder), max_weights_bytes=self.settings.max_weights_bytes
-        )
-        with transaction(self.sessions) as session:
-            return service.publish(session, staged, target=target, alias=alias, actor=self.actor)
+        with refusals_recorded(
+            self.sessions, actor=self.caller.actor, action="publish", target=target
+        ):
+            parse_publish_target(target)
+            if alias is not None:
+                validate_alias(alias)
+            staged = service.stage_folder(
+                self.store, Path(folder), max_weights_bytes=self.settings.max_weights_bytes
+            )
+            with transaction(self.sessions) as session:
+                return service.publish(
+                    session, staged, target=target, alias=alias, caller=self.caller
+                )
 
     def resolve(self, spec: str) -> Resolution:
         """The exact version and digest that ``spec`` selects now."""
@@ -114,27 +140,73 @@ class LocalRegistry:
                 cursor=cursor,
             )
 
-    def set_alias(self, ref: str, alias: str, version: str) -> VersionRef:
-        with transaction(self.sessions) as session:
-            return service.set_alias(session, ref, alias, version, actor=self.actor)
+    def set_alias(
+        self, ref: str, alias: str, version: str, *, protect: bool | None = None
+    ) -> VersionRef:
+        with self._write("alias.set", f"{ref}@{alias}") as session:
+            return service.set_alias(
+                session, ref, alias, version, caller=self.caller, protect=protect
+            )
 
     def remove_alias(self, ref: str, alias: str) -> None:
-        with transaction(self.sessions) as session:
-            service.remove_alias(session, ref, alias, actor=self.actor)
+        with self._write("alias.rm", f"{ref}@{alias}") as session:
+            service.remove_alias(session, ref, alias, caller=self.caller)
+
+    def alias_history(self, ref: str) -> list[AliasMove]:
+        with self.sessions() as session:
+            return queries.alias_history(session, ref)
 
     def yank(self, spec: str, *, reason: str | None = None) -> VersionRef:
-        with transaction(self.sessions) as session:
-            return service.yank(session, spec, reason=reason, actor=self.actor)
+        with self._write("yank", spec) as session:
+            return service.yank(session, spec, reason=reason, caller=self.caller)
 
     def unyank(self, spec: str) -> VersionRef:
-        with transaction(self.sessions) as session:
-            return service.unyank(session, spec, actor=self.actor)
+        with self._write("unyank", spec) as session:
+            return service.unyank(session, spec, caller=self.caller)
+
+    def audit(
+        self, *, limit: int = 100, before: int | None = None, action: str | None = None
+    ) -> list[AuditEntry]:
+        with self.sessions() as session:
+            return queries.audit_log(session, limit=limit, before=before, action=action)
+
+    def create_token(
+        self,
+        scope: str,
+        *,
+        namespaces: list[str] | None = None,
+        description: str | None = None,
+        expires_in: timedelta | None = None,
+    ) -> NewToken:
+        """Mint a token (the operator's bootstrap path); its secret is shown only here."""
+        with self._write("token.create", scope) as session:
+            return tokens.create_token(
+                session,
+                scope=scope,
+                namespaces=namespaces,
+                description=description,
+                expires_in=expires_in,
+                actor=self.caller.actor,
+            )
+
+    def list_tokens(self) -> list[TokenInfo]:
+        with self.sessions() as session:
+            return tokens.list_tokens(session)
+
+    def revoke_token(self, token_id: str) -> TokenInfo:
+        with self._write("token.revoke", token_id) as session:
+            return tokens.revoke_token(session, token_id, actor=self.caller.actor)
 
     def diff(self, x: str, y: str) -> Diff:
         """Exact cosine of two adapters' updates; each side a published spec or a folder."""
         with self.sessions() as session:
             return analysis.diff(
-                session, self.store, x, y, max_weights_bytes=self.settings.max_weights_bytes
+                session,
+                self.store,
+                x,
+                y,
+                folders=True,
+                max_weights_bytes=self.settings.max_weights_bytes,
             )
 
     def similar(self, spec: str, *, limit: int = 10) -> list[SimilarAdapter]:

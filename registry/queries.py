@@ -12,11 +12,21 @@ from sqlalchemy.orm import Session
 
 from registry.errors import InvalidSpec, NotFound
 from registry.manifest import Manifest
-from registry.models import Adapter, Alias, Namespace, Version, VersionTarget
+from registry.models import (
+    Adapter,
+    Alias,
+    AliasEvent,
+    AuditEvent,
+    Namespace,
+    Version,
+    VersionTarget,
+)
 from registry.schemas import (
     AdapterDetail,
     AdapterSummary,
     AliasInfo,
+    AliasMove,
+    AuditEntry,
     Page,
     Resolution,
     VersionDetail,
@@ -363,3 +373,25 @@ def similar_candidates(
     ]
     scored.sort(key=lambda item: -item[0])
     return query, scored[:limit]
+
+
+def alias_history(session: Session, ref: str) -> list[AliasMove]:
+    """Every alias move of an adapter, newest first (removed aliases included)."""
+    namespace, name = parse_ref(ref)
+    adapter = find_adapter(session, namespace, name, required=True)
+    rows = session.scalars(
+        select(AliasEvent).where(AliasEvent.adapter_id == adapter.id).order_by(AliasEvent.id.desc())
+    ).all()
+    return [AliasMove.model_validate(row, from_attributes=True) for row in rows]
+
+
+def audit_log(
+    session: Session, *, limit: int = 100, before: int | None = None, action: str | None = None
+) -> list[AuditEntry]:
+    """Audit rows newest first; ``before`` (an id) pages back through history."""
+    query = select(AuditEvent).order_by(AuditEvent.id.desc()).limit(max(1, min(limit, 1000)))
+    if before is not None:
+        query = query.where(AuditEvent.id < before)
+    if action:
+        query = query.where(AuditEvent.action == action)
+    return [AuditEntry.model_validate(row, from_attributes=True) for row in session.scalars(query)]

@@ -93,3 +93,21 @@ T = TypeVar("T")
 class Page(BaseModel, Generic[T]):
     items: list[T]
     next_cursor: str | None = None
+
+
+class AliasMove(BaseModel):
+    alias: str
+    from_version: str | None
+    to_version: str | None
+    actor: str
+    at: datetime
+
+
+class AuditEntry(BaseModel):
+    id: int
+    at: datetime
+    actor: str
+    action: str
+    target: str
+    outcome: str
+    detail: dict[str, Any]

@@ -16,14 +16,15 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError as DBIntegrityError
 from sqlalchemy.orm import Session
 
-from registry.errors import Conflict, InvalidAdapter, InvalidSpec, NotFound
+from registry.audit import record
+from registry.auth import Caller, Scope
+from registry.errors import Conflict, Forbidden, InvalidAdapter, InvalidSpec, NotFound
 from registry.inspect import CARD, CONFIG, WEIGHTS, AdapterInfo, inspect_dir
 from registry.manifest import Manifest, manifest_of
 from registry.models import (
     Adapter,
     Alias,
     AliasEvent,
-    AuditEvent,
     Blob,
     Namespace,
     Version,
@@ -39,15 +40,6 @@ from registry.stores import Store, copy_verified
 
 PUBLISHABLE = (CONFIG, WEIGHTS, CARD)
 M = TypeVar("M")
-
-
-def audit(
-    session: Session, *, actor: str, action: str, target: str, outcome: str = "ok", **detail: object
-) -> None:
-    """Record a write (or a refused one) in the audit log."""
-    session.add(
-        AuditEvent(actor=actor, action=action, target=target, outcome=outcome, detail=detail)
-    )
 
 
 def _get_or_create(session: Session, model: type[M], lookup: dict, **extra: object) -> M:
@@ -168,10 +160,12 @@ def stage_manifest(store: Store, manifest: Manifest, *, max_weights_bytes: int) 
 
 
 def publish(
-    session: Session, staged: Staged, *, target: str, alias: str | None = None, actor: str
+    session: Session, staged: Staged, *, target: str, alias: str | None = None, caller: Caller
 ) -> PublishResult:
     """Record ``staged`` as ``[ns/]name@version``: a no-op if identical, a Conflict if not."""
     namespace, name, version = parse_publish_target(target)
+    caller.authorize(Scope.PUBLISH, namespace)
+    actor = caller.actor
     if alias is not None:
         validate_alias(alias)
     existing = _existing(session, namespace, name, str(version))
@@ -197,7 +191,7 @@ def publish(
             row = existing
     created = row is not existing
     if created:
-        audit(
+        record(
             session,
             actor=actor,
             action="publish",
@@ -205,27 +199,52 @@ def publish(
             digest=staged.manifest.digest,
         )
     if alias is not None:
-        set_alias(session, f"{namespace}/{name}", alias, row.version, actor=actor)
+        set_alias(session, f"{namespace}/{name}", alias, row.version, caller=caller)
     session.flush()
     return _result(row, created=created, warnings=staged.warnings)
 
 
-def set_alias(session: Session, ref: str, alias: str, version: str, *, actor: str) -> VersionRef:
-    """Point ``alias`` at an exact, non-yanked ``version``; the move is recorded in its history."""
+def _alias_row(session: Session, adapter: Adapter, alias: str) -> Alias | None:
+    return session.scalars(select(Alias).filter_by(adapter_id=adapter.id, name=alias)).one_or_none()
+
+
+def _guard_protected(row: Alias | None, caller: Caller, ref: str) -> None:
+    if row is not None and row.protected and not caller.is_admin:
+        raise Forbidden(f"alias {row.name!r} of {ref} is protected: only an admin may move it")
+
+
+def set_alias(
+    session: Session,
+    ref: str,
+    alias: str,
+    version: str,
+    *,
+    caller: Caller,
+    protect: bool | None = None,
+) -> VersionRef:
+    """Point ``alias`` at an exact, non-yanked ``version``; the move is recorded in its history.
+
+    ``protect`` marks (or unmarks) the alias so that only admins may move or remove it.
+    """
     validate_alias(alias)
     parse_version(version)
     namespace, name = parse_ref(ref)
+    caller.authorize(Scope.ADMIN if protect is not None else Scope.PUBLISH, namespace)
+    actor = caller.actor
     adapter = find_adapter(session, namespace, name, required=True)
     target = find_version(session, adapter, version, required=True)
     if target.yanked:
         raise Conflict(f"{namespace}/{name}@{version} is yanked; an alias cannot point at it")
-    row = session.scalars(select(Alias).filter_by(adapter_id=adapter.id, name=alias)).one_or_none()
+    row = _alias_row(session, adapter, alias)
+    _guard_protected(row, caller, f"{namespace}/{name}")
     before = row.version.version if row is not None else None
     if row is None:
         row = Alias(adapter_id=adapter.id, name=alias, version=target, updated_by=actor)
         session.add(row)
     elif before != version:
         row.version, row.updated_by, row.updated_at = target, actor, utcnow()
+    if protect is not None:
+        row.protected = protect
     if before != version:
         session.add(
             AliasEvent(
@@ -236,7 +255,7 @@ def set_alias(session: Session, ref: str, alias: str, version: str, *, actor: st
                 actor=actor,
             )
         )
-        audit(
+        record(
             session,
             actor=actor,
             action="alias.set",
@@ -248,13 +267,16 @@ def set_alias(session: Session, ref: str, alias: str, version: str, *, actor: st
     return _ref(target)
 
 
-def remove_alias(session: Session, ref: str, alias: str, *, actor: str) -> None:
+def remove_alias(session: Session, ref: str, alias: str, *, caller: Caller) -> None:
     """Delete ``alias``; its history stays."""
     namespace, name = parse_ref(ref)
+    caller.authorize(Scope.PUBLISH, namespace)
+    actor = caller.actor
     adapter = find_adapter(session, namespace, name, required=True)
-    row = session.scalars(select(Alias).filter_by(adapter_id=adapter.id, name=alias)).one_or_none()
+    row = _alias_row(session, adapter, alias)
     if row is None:
         raise NotFound(f"{namespace}/{name} has no alias {alias!r}")
+    _guard_protected(row, caller, f"{namespace}/{name}")
     session.add(
         AliasEvent(
             adapter_id=adapter.id,
@@ -264,7 +286,7 @@ def remove_alias(session: Session, ref: str, alias: str, *, actor: str) -> None:
             actor=actor,
         )
     )
-    audit(
+    record(
         session,
         actor=actor,
         action="alias.rm",
@@ -275,12 +297,13 @@ def remove_alias(session: Session, ref: str, alias: str, *, actor: str) -> None:
     session.flush()
 
 
-def _exact(session: Session, spec: str) -> Version:
+def _exact(session: Session, spec: str, caller: Caller) -> Version:
     ref, sep, version = spec.partition("@")
     if not sep:
         raise InvalidSpec(f"{spec!r}: name an exact version, e.g. {ref}@1.0.0")
     parse_version(version)
     namespace, name = parse_ref(ref)
+    caller.authorize(Scope.PUBLISH, namespace)
     adapter = find_adapter(session, namespace, name, required=True)
     return find_version(session, adapter, version, required=True)
 
@@ -295,20 +318,22 @@ def _ref(row: Version) -> VersionRef:
     )
 
 
-def yank(session: Session, spec: str, *, reason: str | None = None, actor: str) -> VersionRef:
+def yank(session: Session, spec: str, *, reason: str | None = None, caller: Caller) -> VersionRef:
     """Hide an exact version from ranges and ``latest``; still resolvable, never deleted."""
-    row = _exact(session, spec)
+    row = _exact(session, spec, caller)
+    actor = caller.actor
     if not row.yanked:
         row.yanked, row.yanked_reason, row.yanked_at = True, reason, utcnow()
-        audit(session, actor=actor, action="yank", target=_ref(row).spec, reason=reason)
+        record(session, actor=actor, action="yank", target=_ref(row).spec, reason=reason)
         session.flush()
     return _ref(row)
 
 
-def unyank(session: Session, spec: str, *, actor: str) -> VersionRef:
-    row = _exact(session, spec)
+def unyank(session: Session, spec: str, *, caller: Caller) -> VersionRef:
+    row = _exact(session, spec, caller)
+    actor = caller.actor
     if row.yanked:
         row.yanked, row.yanked_reason, row.yanked_at = False, None, None
-        audit(session, actor=actor, action="unyank", target=_ref(row).spec)
+        record(session, actor=actor, action="unyank", target=_ref(row).spec)
         session.flush()
     return _ref(row)

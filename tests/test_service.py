@@ -9,6 +9,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from registry import queries, service
+from registry.auth import operator
 from registry.errors import Conflict, InvalidAdapter, InvalidSpec, NotFound
 from registry.manifest import Manifest
 from registry.models import AliasEvent, AuditEvent, Blob, Version
@@ -17,7 +18,7 @@ from registry.stores.local import LocalStore
 
 def pub(session: Session, store: LocalStore, folder: Path, target: str, **kw: object):
     staged = service.stage_folder(store, folder, max_weights_bytes=10**9)
-    return service.publish(session, staged, target=target, actor="tester", **kw)
+    return service.publish(session, staged, target=target, caller=operator("tester"), **kw)
 
 
 def test_publish_records_version_and_blobs(
@@ -122,7 +123,7 @@ def test_digest_resolution(session: Session, store: LocalStore, adapters: dict[s
 
 def test_yank_semantics(session: Session, store: LocalStore, adapters: dict[str, Path]) -> None:
     _publish_series(session, store, adapters)
-    yanked = service.yank(session, "role@2.0.0", reason="regressed", actor="tester")
+    yanked = service.yank(session, "role@2.0.0", reason="regressed", caller=operator("tester"))
     assert yanked.yanked
     assert queries.resolve_spec(session, "role").version == "1.2.5"
     with pytest.raises(NotFound, match="no non-yanked version matching"):
@@ -132,7 +133,7 @@ def test_yank_semantics(session: Session, store: LocalStore, adapters: dict[str,
     by_digest = queries.resolve_spec(session, f"role@{exact.digest}")
     assert by_digest.yanked
     assert session.scalar(select(func.count()).select_from(Version)) == 5  # never deleted
-    service.unyank(session, "role@2.0.0", actor="tester")
+    service.unyank(session, "role@2.0.0", caller=operator("tester"))
     assert queries.resolve_spec(session, "role").version == "2.0.0"
     actions = session.scalars(select(AuditEvent.action).order_by(AuditEvent.id)).all()
     assert actions[-2:] == ["yank", "unyank"]
@@ -143,26 +144,28 @@ def test_yank_needs_an_exact_version(
 ) -> None:
     pub(session, store, adapters["curious"], "role@1.0.0")
     with pytest.raises(InvalidSpec):
-        service.yank(session, "role", actor="tester")
+        service.yank(session, "role", caller=operator("tester"))
     with pytest.raises(NotFound):
-        service.yank(session, "role@9.9.9", actor="tester")
+        service.yank(session, "role@9.9.9", caller=operator("tester"))
 
 
 def test_aliases_move_with_history(
     session: Session, store: LocalStore, adapters: dict[str, Path]
 ) -> None:
     _publish_series(session, store, adapters)
-    service.set_alias(session, "role", "prod", "1.0.0", actor="alice")
+    service.set_alias(session, "role", "prod", "1.0.0", caller=operator("alice"))
     assert queries.resolve_spec(session, "role@prod").version == "1.0.0"
-    service.set_alias(session, "role", "prod", "1.2.0", actor="bob")
-    service.set_alias(session, "role", "prod", "1.2.0", actor="bob")  # no-op, no history row
+    service.set_alias(session, "role", "prod", "1.2.0", caller=operator("bob"))
+    service.set_alias(
+        session, "role", "prod", "1.2.0", caller=operator("bob")
+    )  # no-op, no history row
     assert queries.resolve_spec(session, "role@prod").version == "1.2.0"
     history = session.scalars(select(AliasEvent).order_by(AliasEvent.id)).all()
     assert [(h.from_version, h.to_version, h.actor) for h in history] == [
         (None, "1.0.0", "alice"),
         ("1.0.0", "1.2.0", "bob"),
     ]
-    service.remove_alias(session, "role", "prod", actor="carol")
+    service.remove_alias(session, "role", "prod", caller=operator("carol"))
     with pytest.raises(NotFound, match="has no alias 'prod'"):
         queries.resolve_spec(session, "role@prod")
     assert (
@@ -174,14 +177,14 @@ def test_aliases_move_with_history(
 def test_alias_refusals(session: Session, store: LocalStore, adapters: dict[str, Path]) -> None:
     _publish_series(session, store, adapters)
     with pytest.raises(InvalidSpec):
-        service.set_alias(session, "role", "1.0", "1.0.0", actor="t")
+        service.set_alias(session, "role", "1.0", "1.0.0", caller=operator("t"))
     with pytest.raises(NotFound):
-        service.set_alias(session, "role", "prod", "9.0.0", actor="t")
-    service.yank(session, "role@1.0.0", actor="t")
+        service.set_alias(session, "role", "prod", "9.0.0", caller=operator("t"))
+    service.yank(session, "role@1.0.0", caller=operator("t"))
     with pytest.raises(Conflict, match="yanked"):
-        service.set_alias(session, "role", "prod", "1.0.0", actor="t")
+        service.set_alias(session, "role", "prod", "1.0.0", caller=operator("t"))
     with pytest.raises(NotFound):
-        service.remove_alias(session, "role", "nope", actor="t")
+        service.remove_alias(session, "role", "nope", caller=operator("t"))
 
 
 def test_publish_with_alias(session: Session, store: LocalStore, adapters: dict[str, Path]) -> None:
@@ -245,7 +248,7 @@ def test_stage_manifest_inspects_server_side(
             store.put(entry.digest, fh)
     staged = service.stage_manifest(store, manifest, max_weights_bytes=10**9)
     assert staged.info.r == 8
-    result = service.publish(session, staged, target="c@1.0.0", actor="t")
+    result = service.publish(session, staged, target="c@1.0.0", caller=operator("t"))
     assert result.digest == manifest.digest and result.created
     # A manifest that names the config's blob as the weights is inspected and refused.
     config = manifest.file("adapter_config.json")

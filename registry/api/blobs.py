@@ -1,0 +1,163 @@
+"""Content-addressed blob transfer: verified uploads, immutable cached downloads with Range."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import tempfile
+from collections.abc import Iterator
+from typing import Annotated, BinaryIO
+
+from fastapi import APIRouter, Header, Request, Response
+from fastapi.responses import StreamingResponse
+from sqlalchemy import select
+from starlette.concurrency import run_in_threadpool
+
+from registry.api.auth import Reader, Writer
+from registry.api.deps import SessionDep, StateDep
+from registry.api.errors import error_response
+from registry.auth import Scope
+from registry.errors import IntegrityError, NotFound
+from registry.manifest import CHUNK
+from registry.models import Blob
+from registry.spec import validate_digest
+
+router = APIRouter(prefix="/v1/blobs", tags=["blobs"])
+IMMUTABLE = "public, max-age=31536000, immutable"
+_RANGE = re.compile(r"bytes=(\d*)-(\d*)")
+# Request bodies above this go to disk while they are hashed.
+SPOOL = 8 * 1024 * 1024
+
+
+def _size(session: SessionDep, digest: str) -> int:
+    """Only blobs that a published version references are served: no free file hosting."""
+    validate_digest(digest)
+    size = session.scalar(select(Blob.size).where(Blob.digest == digest))
+    if size is None:
+        raise NotFound(f"no blob {digest}")
+    return size
+
+
+def _headers(digest: str, size: int) -> dict[str, str]:
+    return {
+        "ETag": f'"{digest}"',
+        "Cache-Control": IMMUTABLE,
+        "Accept-Ranges": "bytes",
+        "Content-Length": str(size),
+    }
+
+
+def _range(header: str | None, size: int) -> tuple[int, int] | None:
+    """A single satisfiable ``bytes=`` range as (start, end inclusive); None means whole body."""
+    match = _RANGE.fullmatch(header.strip()) if header else None
+    if match is None:
+        return None  # absent, multi-range or malformed: RFC 9110 lets us send it all
+    first, last = match.groups()
+    if not first and not last:
+        return None
+    if not first:
+        start, end = max(0, size - int(last)), size - 1
+    else:
+        start, end = int(first), min(int(last), size - 1) if last else size - 1
+    if start >= size or start > end:
+        raise _Unsatisfiable(size)
+    return start, end
+
+
+class _Unsatisfiable(Exception):
+    def __init__(self, size: int) -> None:
+        self.size = size
+
+
+def _stream(source: BinaryIO, start: int, length: int) -> Iterator[bytes]:
+    with source:
+        if start:
+            if source.seekable():
+                source.seek(start)
+            else:
+                skip = start
+                while skip:
+                    skip -= len(source.read(min(CHUNK, skip)))
+        left = length
+        while left > 0 and (chunk := source.read(min(CHUNK, left))):
+            left -= len(chunk)
+            yield chunk
+
+
+@router.head("/{digest}")
+def head_blob(_: Reader, session: SessionDep, digest: str) -> Response:
+    size = _size(session, digest)
+    return Response(status_code=200, headers=_headers(digest, size))
+
+
+@router.get(
+    "/{digest}",
+    response_class=StreamingResponse,
+    responses={206: {"description": "partial content"}, 304: {"description": "not modified"}},
+)
+def get_blob(
+    app: StateDep,
+    _: Reader,
+    session: SessionDep,
+    digest: str,
+    range_: Annotated[str | None, Header(alias="Range")] = None,
+    if_none_match: Annotated[str | None, Header()] = None,
+) -> Response:
+    """The blob's bytes; ETag is the digest, so caches may keep it forever."""
+    size = _size(session, digest)
+    headers = _headers(digest, size)
+    if if_none_match and digest in {t.strip().strip('"') for t in if_none_match.split(",")}:
+        headers.pop("Content-Length")
+        return Response(status_code=304, headers=headers)
+    try:
+        span = _range(range_, size)
+    except _Unsatisfiable as exc:
+        response = error_response(416, "range_not_satisfiable", f"blob has {exc.size} bytes")
+        response.headers["Content-Range"] = f"bytes */{exc.size}"
+        return response
+    source = app.store.open(digest)
+    if span is None:
+        return StreamingResponse(
+            _stream(source, 0, size), headers=headers, media_type="application/octet-stream"
+        )
+    start, end = span
+    headers["Content-Length"] = str(end - start + 1)
+    headers["Content-Range"] = f"bytes {start}-{end}/{size}"
+    return StreamingResponse(
+        _stream(source, start, end - start + 1),
+        status_code=206,
+        headers=headers,
+        media_type="application/octet-stream",
+    )
+
+
+@router.put(
+    "/{digest}",
+    status_code=201,
+    responses={200: {"description": "already stored"}, 413: {"description": "too large"}},
+    name="blob.upload",
+)
+async def put_blob(app: StateDep, who: Writer, digest: str, request: Request) -> Response:
+    """Upload a blob; its bytes are hashed while they arrive and refused if they differ."""
+    who.authorize(Scope.PUBLISH)
+    validate_digest(digest)
+    limit = app.settings.max_weights_bytes + 1024 * 1024
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        return error_response(413, "too_large", f"blobs are limited to {limit} bytes")
+    if await run_in_threadpool(app.store.exists, digest):
+        return Response(status_code=200, headers={"ETag": f'"{digest}"'})
+    with tempfile.SpooledTemporaryFile(max_size=SPOOL) as spool:
+        hasher, size = hashlib.sha256(), 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                return error_response(413, "too_large", f"blobs are limited to {limit} bytes")
+            hasher.update(chunk)
+            spool.write(chunk)
+        actual = "sha256:" + hasher.hexdigest()
+        if actual != digest:
+            raise IntegrityError(f"uploaded bytes hash to {actual}, not {digest}")
+        spool.seek(0)
+        await run_in_threadpool(app.store.put, digest, spool)  # type: ignore[arg-type]
+    return Response(status_code=201, headers={"ETag": f'"{digest}"'})

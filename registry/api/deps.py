@@ -1,0 +1,35 @@
+"""Request dependencies: sessions (read, or write with commit/rollback at the edge), the store."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request
+from sqlalchemy.orm import Session, sessionmaker
+
+from registry.settings import Settings
+from registry.stores import Store
+
+
+@dataclass
+class AppState:
+    settings: Settings
+    sessions: sessionmaker[Session]
+    store: Store
+
+
+def state(request: Request) -> AppState:
+    return request.app.state.registry
+
+
+StateDep = Annotated[AppState, Depends(state)]
+
+
+def read_session(app: StateDep) -> Iterator[Session]:
+    with app.sessions() as session:
+        yield session
+
+
+SessionDep = Annotated[Session, Depends(read_session)]

@@ -1,0 +1,94 @@
+"""Server-rendered discovery pages; each has a JSON twin under /v1 and links to it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import HTMLResponse
+from fastapi.templating import Jinja2Templates
+
+from registry import queries
+from registry.api import svg
+from registry.api.auth import require_read
+from registry.api.deps import SessionDep
+
+templates = Jinja2Templates(directory=Path(__file__).parent / "templates")
+router = APIRouter(
+    include_in_schema=False,
+    default_response_class=HTMLResponse,
+    dependencies=[Depends(require_read)],
+)
+
+
+def _size(n: int) -> str:
+    for unit, scale in (("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n} B"
+
+
+templates.env.filters["size"] = _size
+
+
+@router.get("/")
+def search_page(
+    request: Request,
+    session: SessionDep,
+    q: Annotated[str | None, Query(max_length=64)] = None,
+    base_model: Annotated[str | None, Query(max_length=256)] = None,
+    target: Annotated[str | None, Query(max_length=128)] = None,
+    rank: Annotated[str | None, Query(max_length=6)] = None,
+    namespace: Annotated[str | None, Query(max_length=64)] = None,
+    cursor: Annotated[str | None, Query(max_length=512)] = None,
+) -> HTMLResponse:
+    filters = {
+        "q": q or "",
+        "base_model": base_model or "",
+        "target": target or "",
+        "rank": rank or "",
+        "namespace": namespace or "",
+    }
+    page = queries.search(
+        session,
+        text=q or None,
+        base_model=base_model or None,
+        target=target or None,
+        rank=int(rank) if rank and rank.isdigit() else None,
+        namespace=namespace or None,
+        cursor=cursor or None,
+    )
+    return templates.TemplateResponse(request, "search.html", {"page": page, "filters": filters})
+
+
+@router.get("/adapters/{namespace}/{name}")
+def adapter_page(request: Request, session: SessionDep, namespace: str, name: str) -> HTMLResponse:
+    detail = queries.adapter_detail(session, f"{namespace}/{name}")
+    by_version: dict[str, list[str]] = {}
+    for alias in detail.aliases:
+        by_version.setdefault(alias.version, []).append(alias.name)
+    return templates.TemplateResponse(
+        request, "adapter.html", {"adapter": detail, "aliases_of": by_version}
+    )
+
+
+@router.get("/adapters/{namespace}/{name}/{version}")
+def version_page(
+    request: Request, session: SessionDep, namespace: str, name: str, version: str
+) -> HTMLResponse:
+    detail = queries.version_detail(session, f"{namespace}/{name}@{version}")
+    fingerprint = detail.info["fingerprint"]
+    ref = detail.name if detail.namespace == "default" else f"{detail.namespace}/{detail.name}"
+    return templates.TemplateResponse(
+        request,
+        "version.html",
+        {
+            "v": detail,
+            "info": detail.info,
+            "heat_map": svg.heat_map(fingerprint),
+            "energy_chart": svg.energy_chart(fingerprint),
+            "pin": f'"{ref}" = "{detail.version}"' if "/" in ref else f'{ref} = "{detail.version}"',
+            "pull": f"stance pull {detail.namespace}/{detail.name}@{detail.version}",
+        },
+    )

@@ -1,0 +1,245 @@
+"""The JSON API under /v1: thin handlers over registry.queries, registry.service and analysis."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Response
+from starlette.concurrency import run_in_threadpool
+
+from registry import analysis, queries, service
+from registry.analysis import Diff, SimilarAdapter
+from registry.api.auth import Reader, Writer, WriteSessionDep
+from registry.api.deps import SessionDep, StateDep
+from registry.api.schemas import AliasUpdate, Health, VersionCreate, YankRequest
+from registry.auth import Scope
+from registry.db import current_revision, transaction
+from registry.manifest import Manifest
+from registry.schemas import (
+    AdapterDetail,
+    AdapterSummary,
+    AliasInfo,
+    AliasMove,
+    AuditEntry,
+    Page,
+    PublishResult,
+    Resolution,
+    VersionDetail,
+    VersionRef,
+)
+
+router = APIRouter(prefix="/v1")
+Name = Annotated[str, "namespace or adapter name"]
+
+
+@router.get("/health", response_model=Health, tags=["meta"])
+def health(app: StateDep, session: SessionDep) -> Health:
+    """Liveness and the catalog's schema revision."""
+    revision = current_revision(session.get_bind())  # type: ignore[arg-type]
+    return Health(status="ok", catalog_revision=revision, store=app.store.url)
+
+
+@router.get("/adapters", response_model=Page[AdapterSummary], tags=["discover"])
+def list_adapters(
+    _: Reader,
+    session: SessionDep,
+    q: Annotated[str | None, Query(max_length=64, description="text in the name")] = None,
+    base_model: Annotated[str | None, Query(max_length=256)] = None,
+    target: Annotated[str | None, Query(max_length=128, description="e.g. q_proj")] = None,
+    rank: Annotated[int | None, Query(ge=1, le=65536)] = None,
+    namespace: Annotated[str | None, Query(max_length=64)] = None,
+    cursor: Annotated[str | None, Query(max_length=512)] = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 50,
+) -> Page[AdapterSummary]:
+    """Search adapters; ``next_cursor`` pages through the rest."""
+    return queries.search(
+        session,
+        text=q,
+        base_model=base_model,
+        target=target,
+        rank=rank,
+        namespace=namespace,
+        limit=limit,
+        cursor=cursor,
+    )
+
+
+@router.get("/adapters/{namespace}/{name}", response_model=AdapterDetail, tags=["discover"])
+def get_adapter(_: Reader, session: SessionDep, namespace: Name, name: Name) -> AdapterDetail:
+    return queries.adapter_detail(session, f"{namespace}/{name}")
+
+
+@router.get(
+    "/adapters/{namespace}/{name}/versions/{version}",
+    response_model=VersionDetail,
+    tags=["discover"],
+)
+def get_version(
+    _: Reader, session: SessionDep, namespace: Name, name: Name, version: str
+) -> VersionDetail:
+    return queries.version_detail(session, f"{namespace}/{name}@{version}")
+
+
+@router.get("/resolve", response_model=Resolution, tags=["discover"])
+def resolve(
+    _: Reader,
+    session: SessionDep,
+    spec: Annotated[str, Query(max_length=200, description="[ns/]name[@selector]")],
+) -> Resolution:
+    """The exact version, digest and files a spec selects now."""
+    return queries.resolve_spec(session, spec)
+
+
+@router.post(
+    "/adapters/{namespace}/{name}/versions",
+    response_model=PublishResult,
+    status_code=201,
+    responses={200: {"description": "identical version already published (no-op)"}},
+    tags=["publish"],
+    name="publish",
+)
+async def commit_version(
+    app: StateDep,
+    who: Writer,
+    namespace: Name,
+    name: Name,
+    body: VersionCreate,
+    response: Response,
+) -> PublishResult:
+    """Commit a version whose blobs exist; its files are inspected here, never trusted."""
+    target = f"{namespace}/{name}@{body.version}"
+    who.authorize(Scope.PUBLISH, namespace)  # before any work on the blobs
+    manifest = Manifest.of(body.files)
+    staged = await run_in_threadpool(
+        service.stage_manifest,
+        app.store,
+        manifest,
+        max_weights_bytes=app.settings.max_weights_bytes,
+    )
+
+    def record() -> PublishResult:
+        with transaction(app.sessions) as session:
+            return service.publish(session, staged, target=target, alias=body.alias, caller=who)
+
+    result = await run_in_threadpool(record)
+    if not result.created:
+        response.status_code = 200
+    return result
+
+
+@router.get("/adapters/{namespace}/{name}/aliases", response_model=list[AliasInfo], tags=["pin"])
+def list_aliases(_: Reader, session: SessionDep, namespace: Name, name: Name) -> list[AliasInfo]:
+    return queries.adapter_detail(session, f"{namespace}/{name}").aliases
+
+
+@router.put("/adapters/{namespace}/{name}/aliases/{alias}", response_model=VersionRef, tags=["pin"])
+def set_alias(
+    session: WriteSessionDep,
+    who: Writer,
+    namespace: Name,
+    name: Name,
+    alias: str,
+    body: AliasUpdate,
+) -> VersionRef:
+    """Move an alias; ``protected`` (admin only) locks it against non-admin moves."""
+    return service.set_alias(
+        session, f"{namespace}/{name}", alias, body.version, caller=who, protect=body.protected
+    )
+
+
+@router.delete(
+    "/adapters/{namespace}/{name}/aliases/{alias}", status_code=204, tags=["pin"], name="alias.rm"
+)
+def remove_alias(
+    session: WriteSessionDep, who: Writer, namespace: Name, name: Name, alias: str
+) -> Response:
+    service.remove_alias(session, f"{namespace}/{name}", alias, caller=who)
+    return Response(status_code=204)
+
+
+@router.post(
+    "/adapters/{namespace}/{name}/versions/{version}/yank",
+    response_model=VersionRef,
+    tags=["pin"],
+    name="yank",
+)
+def yank(
+    session: WriteSessionDep,
+    who: Writer,
+    namespace: Name,
+    name: Name,
+    version: str,
+    body: YankRequest,
+) -> VersionRef:
+    return service.yank(session, f"{namespace}/{name}@{version}", reason=body.reason, caller=who)
+
+
+@router.delete(
+    "/adapters/{namespace}/{name}/versions/{version}/yank",
+    response_model=VersionRef,
+    tags=["pin"],
+    name="unyank",
+)
+def unyank(
+    session: WriteSessionDep, who: Writer, namespace: Name, name: Name, version: str
+) -> VersionRef:
+    return service.unyank(session, f"{namespace}/{name}@{version}", caller=who)
+
+
+@router.get(
+    "/adapters/{namespace}/{name}/versions/{version}/similar",
+    response_model=list[SimilarAdapter],
+    tags=["analyse"],
+)
+def similar(
+    app: StateDep,
+    _: Reader,
+    session: SessionDep,
+    namespace: Name,
+    name: Name,
+    version: str,
+    limit: Annotated[int, Query(ge=1, le=100)] = 10,
+) -> list[SimilarAdapter]:
+    """Adapters on the same base model whose updates point the same way (exact cosines)."""
+    return analysis.similar(
+        session,
+        app.store,
+        f"{namespace}/{name}@{version}",
+        limit=limit,
+        max_weights_bytes=app.settings.max_weights_bytes,
+    )
+
+
+@router.get("/diff", response_model=Diff, tags=["analyse"])
+def diff(
+    app: StateDep,
+    _: Reader,
+    session: SessionDep,
+    x: Annotated[str, Query(max_length=200, description="a spec")],
+    y: Annotated[str, Query(max_length=200, description="a spec")],
+) -> Diff:
+    """Exact cosine of two published adapters' updates, per module."""
+    return analysis.diff(
+        session, app.store, x, y, folders=False, max_weights_bytes=app.settings.max_weights_bytes
+    )
+
+
+@router.get(
+    "/adapters/{namespace}/{name}/aliases/history", response_model=list[AliasMove], tags=["pin"]
+)
+def alias_history(_: Reader, session: SessionDep, namespace: Name, name: Name) -> list[AliasMove]:
+    """Who moved which alias from what to what, and when; newest first."""
+    return queries.alias_history(session, f"{namespace}/{name}")
+
+
+@router.get("/audit", response_model=list[AuditEntry], tags=["admin"])
+def audit(
+    who: Reader,
+    session: SessionDep,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    before: Annotated[int | None, Query(ge=1, le=2**62, description="an entry id")] = None,
+    action: Annotated[str | None, Query(max_length=64)] = None,
+) -> list[AuditEntry]:
+    """Every write, successful or refused, newest first (admin only)."""
+    who.authorize(Scope.ADMIN)
+    return queries.audit_log(session, limit=limit, before=before, action=action)
