@@ -11,6 +11,7 @@ import typer
 from rich.table import Table
 
 from cli import report
+from cli.gc import gc
 from cli.output import Transfers, emit, errors, stdout, warn
 from registry import Registry
 from registry.client import RemoteRegistry
@@ -36,6 +37,7 @@ alias_app = typer.Typer(
 app.add_typer(db_app, name="db")
 app.add_typer(alias_app, name="alias")
 app.add_typer(token_app, name="token")
+app.command()(gc)
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print exactly one JSON document.")]
 SpecArg = Annotated[str, typer.Argument(help="[namespace/]name[@version|range|alias|digest]")]

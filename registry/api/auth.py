@@ -109,7 +109,7 @@ def audit_refusals(request: Request, app: StateDep, who: CallerDep) -> Iterator[
 
 
 Reader = Annotated[Caller, Depends(require_read)]
-Writer = Annotated[Caller, Depends(audit_refusals)]
+Writer = Annotated[Caller, Depends(audit_refusals, scope="function")]
 
 
 def write_session(app: StateDep, _: Writer) -> Iterator[Session]:
@@ -119,4 +119,4 @@ def write_session(app: StateDep, _: Writer) -> Iterator[Session]:
         yield session
 
 
-WriteSessionDep = Annotated[Session, Depends(write_session)]
+WriteSessionDep = Annotated[Session, Depends(write_session, scope="function")]

@@ -32,4 +32,6 @@ def read_session(app: StateDep) -> Iterator[Session]:
         yield session
 
 
-SessionDep = Annotated[Session, Depends(read_session)]
+# scope="function": sessions end (and commits land) before the response is sent, so a client
+# that gets its answer can read what it wrote. FastAPI's default would end them afterwards.
+SessionDep = Annotated[Session, Depends(read_session, scope="function")]

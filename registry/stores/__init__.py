@@ -50,13 +50,21 @@ def blob_key(digest: str) -> str:
 
 
 def open_store(url: str) -> Store:
-    """The store for ``url``: ``file:///abs/path`` today; S3 and the Hub slot in beside it."""
+    """The store for ``url``: ``file:///abs/path`` or ``s3://bucket/prefix``."""
     parsed = urlparse(url)
     if parsed.scheme == "file":
         from registry.stores.local import LocalStore
 
         return LocalStore(Path(unquote(parsed.path)))
-    raise InvalidSpec(f"unsupported store URL {url!r}: expected file:///absolute/path")
+    if parsed.scheme == "s3":
+        if not parsed.netloc:
+            raise InvalidSpec(f"store URL {url!r} names no bucket: expected s3://bucket/prefix")
+        from registry.stores.s3 import S3Store
+
+        return S3Store(parsed.netloc, unquote(parsed.path))
+    raise InvalidSpec(
+        f"unsupported store URL {url!r}: expected file:///absolute/path or s3://bucket/prefix"
+    )
 
 
 def copy_verified(store: Store, entries: Iterable[FileEntry], dest: Path) -> list[Path]:

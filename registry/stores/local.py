@@ -63,3 +63,13 @@ class LocalStore:
             stat = path.stat()
             modified = datetime.fromtimestamp(stat.st_mtime, UTC)
             yield StoredBlob(f"sha256:{path.name}", stat.st_size, modified)
+
+    def sweep(self, before: datetime, *, dry_run: bool = False) -> int:
+        """Remove temp files of uploads killed before ``before`` (never blobs); their count."""
+        found = 0
+        for path in self.root.glob("sha256/*/*/.incoming-*"):
+            if datetime.fromtimestamp(path.stat().st_mtime, UTC) < before:
+                found += 1
+                if not dry_run:
+                    path.unlink(missing_ok=True)
+        return found

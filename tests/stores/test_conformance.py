@@ -1,10 +1,11 @@
-"""One conformance suite for every Store backend (S3 and the Hub join the parametrisation)."""
+"""One conformance suite for every Store backend: local and S3 (a real moto server on loopback)."""
 
 from __future__ import annotations
 
 import io
 import stat
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -15,11 +16,15 @@ from registry.stores import Store, copy_verified, open_store
 
 DATA = b"adapter bytes " * 1000
 DIGEST = digest_bytes(DATA)
+OTHER = digest_bytes(DATA * 2)
 
 
-@pytest.fixture(params=["local"])
+@pytest.fixture(params=["local", "s3"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    yield open_store((tmp_path / "blobs").as_uri())
+    if request.param == "s3":
+        yield open_store(request.getfixturevalue("s3_url"))
+    else:
+        yield open_store((tmp_path / "blobs").as_uri())
 
 
 def test_is_a_store(store: Store) -> None:
@@ -44,6 +49,51 @@ def test_put_refuses_bytes_that_do_not_match(store: Store) -> None:
         store.put(DIGEST, io.BytesIO(DATA + b"!"))
     assert not store.exists(DIGEST)
     assert list(store.iter()) == []
+
+
+class OneWay:
+    """A source that cannot seek, like a socket or a pipe: read once, in order."""
+
+    def __init__(self, data: bytes) -> None:
+        self._data = io.BytesIO(data)
+
+    def read(self, size: int = -1) -> bytes:
+        return self._data.read(size)
+
+
+def test_put_from_a_stream_that_cannot_seek(store: Store) -> None:
+    store.put(DIGEST, OneWay(DATA))  # type: ignore[arg-type]
+    with store.open(DIGEST) as fh:
+        assert fh.read() == DATA
+    with pytest.raises(IntegrityError, match="hashes to"):
+        store.put(OTHER, OneWay(DATA))  # type: ignore[arg-type]
+    assert not store.exists(OTHER)
+    assert [b.digest for b in store.iter()] == [DIGEST]
+
+
+def test_open_streams_in_chunks(store: Store) -> None:
+    store.put(DIGEST, io.BytesIO(DATA))
+    chunks = []
+    with store.open(DIGEST) as fh:
+        while chunk := fh.read(4096):
+            chunks.append(chunk)
+    assert fh.closed
+    assert b"".join(chunks) == DATA and len(chunks) == -(-len(DATA) // 4096)
+
+
+def test_iter_reports_size_and_an_aware_modification_time(store: Store) -> None:
+    before = datetime.now(UTC) - timedelta(seconds=2)  # S3 keeps whole seconds
+    store.put(DIGEST, io.BytesIO(DATA))
+    store.put(OTHER, io.BytesIO(DATA * 2))
+    listed = {b.digest: b for b in store.iter()}
+    assert {d: b.size for d, b in listed.items()} == {DIGEST: len(DATA), OTHER: 2 * len(DATA)}
+    for blob in listed.values():
+        assert before <= blob.modified <= datetime.now(UTC)
+
+
+def test_delete_of_a_missing_blob_is_a_no_op(store: Store) -> None:
+    store.delete(DIGEST)
+    assert not store.exists(DIGEST)
 
 
 def test_missing_blob_is_not_found(store: Store) -> None:
@@ -91,3 +141,23 @@ def test_unknown_store_scheme_is_refused() -> None:
 
     with pytest.raises(InvalidSpec, match="unsupported store URL"):
         open_store("ftp://example/blobs")
+
+
+def test_local_sweep_removes_killed_uploads_only(tmp_path: Path) -> None:
+    import os
+    from datetime import UTC, datetime, timedelta
+
+    store = open_store((tmp_path / "blobs").as_uri())
+    store.put(DIGEST, io.BytesIO(DATA))
+    hexdigest = DIGEST.removeprefix("sha256:")
+    folder = tmp_path / "blobs" / "sha256" / hexdigest[:2] / hexdigest[2:4]
+    leftover = folder / ".incoming-killed"
+    leftover.write_bytes(b"half a blob")
+    old = (datetime.now(UTC) - timedelta(hours=2)).timestamp()
+    os.utime(leftover, (old, old))
+    fresh = folder / ".incoming-live"
+    fresh.write_bytes(b"in flight")
+    cutoff = datetime.now(UTC) - timedelta(hours=1)
+    assert store.sweep(cutoff, dry_run=True) == 1 and leftover.exists()  # type: ignore[attr-defined]
+    assert store.sweep(cutoff) == 1  # type: ignore[attr-defined]
+    assert not leftover.exists() and fresh.exists() and store.exists(DIGEST)

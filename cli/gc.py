@@ -1,0 +1,81 @@
+"""``stance gc``: delete blobs that no version references, after a grace period.
+
+Registered in ``cli/main.py`` with ``app.command()(gc)``; ``open_registry`` is imported inside
+the command because ``cli.main`` imports this module.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from cli.output import emit, errors, stdout
+from registry.errors import RegistryError
+from registry.gc import Collection, collect_garbage
+from registry.local import LocalRegistry
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
+
+
+def parse_duration(text: str) -> timedelta:
+    """``90s``, ``30m``, ``1h``, ``2d`` or plain seconds, for options people type."""
+    match = _DURATION.match(text)
+    if match is None:
+        raise typer.BadParameter(f"{text!r} is not a duration such as 90s, 30m, 1h or 2d")
+    return timedelta(seconds=float(match[1]) * _UNITS[match[2] or "s"])
+
+
+def _human_size(size: int) -> str:
+    value = float(size)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    raise AssertionError("unreachable")
+
+
+def _print(result: Collection) -> None:
+    verb = "would free" if result.dry_run else "freed"
+    if result.blobs:
+        table = Table("digest", "bytes", "last modified")
+        for blob in result.blobs:
+            table.add_row(blob.digest, str(blob.size), f"{blob.modified:%Y-%m-%d %H:%M:%S}")
+        stdout.print(table)
+    stdout.print(
+        f"{verb} {result.count} blob(s), {_human_size(result.bytes)} in {result.store}"
+        f"; {result.catalog_rows} catalog row(s), {result.leftover_uploads} leftover upload(s)"
+    )
+
+
+def gc(
+    grace: Annotated[
+        str,
+        typer.Option(help="Keep unreferenced blobs younger than this (90s, 30m, 1h, 2d)"),
+    ] = "1h",
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Only report what would be freed")
+    ] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print exactly one JSON document.")
+    ] = False,
+) -> None:
+    """Delete blobs that no version references, once older than the grace period."""
+    from cli.main import open_registry  # cli.main imports this module: import at call time
+
+    period = parse_duration(grace)
+    with errors(as_json=as_json), open_registry() as registry:
+        if not isinstance(registry, LocalRegistry):
+            raise RegistryError(
+                "gc works on the catalog and store directly; run it where the server runs, "
+                "without --registry / STANCE_REGISTRY"
+            )
+        # Not a write transaction (SQLite's BEGIN IMMEDIATE): publishers must not wait while
+        # the store deletes; only orphaned catalog rows, which are rare, take the write lock.
+        with registry.sessions() as session, session.begin():
+            result = collect_garbage(session, registry.store, grace=period, dry_run=dry_run)
+    emit(result, as_json=as_json, human=lambda: _print(result))
