@@ -109,18 +109,20 @@ class Version(Base):
     base_model: Mapped[str | None] = mapped_column(String(256), index=True)
     base_revision: Mapped[str | None] = mapped_column(String(128))
     r: Mapped[int] = mapped_column(Integer, index=True)
-    info: Mapped[dict[str, Any]] = mapped_column(JSON)
+    # Deferred: resolving (the hot path) needs neither the fingerprint nor the sketch.
+    info: Mapped[dict[str, Any]] = mapped_column(JSON, deferred=True)
     # registry.sketch.Sketch.encode(): the first pass of "similar adapters".
-    sketch: Mapped[bytes | None] = mapped_column(LargeBinary)
+    sketch: Mapped[bytes | None] = mapped_column(LargeBinary, deferred=True)
     yanked: Mapped[bool] = mapped_column(Boolean, default=False)
     yanked_reason: Mapped[str | None] = mapped_column(Text)
     yanked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     published_by: Mapped[str] = mapped_column(String(128))
     created_at: Mapped[created]
 
-    adapter: Mapped[Adapter] = relationship(lazy="joined")
+    adapter: Mapped[Adapter] = relationship()
+    # The manifest column already lists the files; these rows are for joins (gc, blob lookups).
     files: Mapped[list[VersionFile]] = relationship(
-        order_by="VersionFile.path", cascade="all, delete-orphan", lazy="selectin"
+        order_by="VersionFile.path", cascade="all, delete-orphan"
     )
 
 

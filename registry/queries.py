@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import base64
 import json
+from dataclasses import replace
 from typing import Literal, overload
 
 import semantic_version
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import Select, and_, func, or_, select
 from sqlalchemy.orm import Session
 
 from registry.errors import InvalidSpec, NotFound
@@ -81,53 +82,47 @@ def _release_order():
     return (Version.major.desc(), Version.minor.desc(), Version.patch.desc())
 
 
-def _latest(session: Session, adapter: Adapter) -> Version | None:
-    return session.scalars(
+def _versions(spec: Spec) -> Select[Version]:
+    """Versions of the adapter ``spec`` names, in one joined query (no adapter lookup first)."""
+    return (
         select(Version)
-        .where(Version.adapter_id == adapter.id, ~Version.yanked, ~Version.prerelease)
-        .order_by(*_release_order())
-        .limit(1)
-    ).first()
+        .join(Adapter, Adapter.id == Version.adapter_id)
+        .join(Namespace, Namespace.id == Adapter.namespace_id)
+        .where(Namespace.name == spec.namespace, Adapter.name == spec.name)
+    )
 
 
-def _by_range(session: Session, adapter: Adapter, selector: str) -> Version | None:
-    candidates = session.scalars(
-        select(Version.version).where(Version.adapter_id == adapter.id, ~Version.yanked)
-    ).all()
-    best = select_range(list(candidates), selector)
-    return None if best is None else find_version(session, adapter, best)
-
-
-def _by_alias(session: Session, adapter: Adapter, alias: str) -> Version | None:
-    row = session.scalars(
-        select(Alias).where(Alias.adapter_id == adapter.id, Alias.name == alias)
-    ).one_or_none()
-    return None if row is None else row.version
-
-
-def _by_digest(session: Session, adapter: Adapter, digest: str) -> Version | None:
-    rows = session.scalars(
-        select(Version).where(Version.adapter_id == adapter.id, Version.digest == digest)
-    ).all()
-    # Identical content published twice: the highest version names it.
-    return max(rows, key=lambda v: semantic_version.Version(v.version), default=None)
+def _select(session: Session, spec: Spec) -> Version | None:
+    match spec.kind:
+        case SelectorKind.LATEST:
+            query = _versions(spec).where(~Version.yanked, ~Version.prerelease)
+            return session.scalars(query.order_by(*_release_order()).limit(1)).first()
+        case SelectorKind.EXACT:
+            return session.scalars(_versions(spec).where(Version.version == spec.selector)).first()
+        case SelectorKind.RANGE:
+            names = session.scalars(
+                _versions(spec).with_only_columns(Version.version).where(~Version.yanked)
+            ).all()
+            best = select_range(list(names), spec.selector)
+            return (
+                None
+                if best is None
+                else _select(session, replace(spec, selector=best, kind=SelectorKind.EXACT))
+            )
+        case SelectorKind.ALIAS:
+            query = _versions(spec).join(Alias, Alias.version_id == Version.id)
+            return session.scalars(query.where(Alias.name == spec.selector)).first()
+        case SelectorKind.DIGEST:
+            rows = session.scalars(_versions(spec).where(Version.digest == spec.selector)).all()
+            # Identical content published twice: the highest version names it.
+            return max(rows, key=lambda v: semantic_version.Version(v.version), default=None)
 
 
 def resolve_version(session: Session, spec: Spec) -> Version:
     """The version row ``spec`` selects, or NotFound saying what was asked."""
-    adapter = find_adapter(session, spec.namespace, spec.name, required=True)
-    match spec.kind:
-        case SelectorKind.LATEST:
-            row = _latest(session, adapter)
-        case SelectorKind.EXACT:
-            row = find_version(session, adapter, spec.selector)
-        case SelectorKind.RANGE:
-            row = _by_range(session, adapter, spec.selector)
-        case SelectorKind.ALIAS:
-            row = _by_alias(session, adapter, spec.selector)
-        case SelectorKind.DIGEST:
-            row = _by_digest(session, adapter, spec.selector)
+    row = _select(session, spec)
     if row is None:
+        find_adapter(session, spec.namespace, spec.name, required=True)  # "no adapter" first
         what = {
             SelectorKind.LATEST: "has no non-yanked release",
             SelectorKind.EXACT: f"has no version {spec.selector}",
@@ -137,6 +132,15 @@ def resolve_version(session: Session, spec: Spec) -> Version:
         }[spec.kind]
         raise NotFound(f"{spec.ref} {what}")
     return row
+
+
+def _latest(session: Session, adapter: Adapter) -> Version | None:
+    return session.scalars(
+        select(Version)
+        .where(Version.adapter_id == adapter.id, ~Version.yanked, ~Version.prerelease)
+        .order_by(*_release_order())
+        .limit(1)
+    ).first()
 
 
 def resolve_spec(session: Session, spec: str | Spec) -> Resolution:
@@ -280,7 +284,7 @@ def search(
 
 
 def _summaries(session: Session, adapter_ids: list[int]) -> list[AdapterSummary]:
-    """Summaries of a page of adapters in three queries (no per-adapter round trips)."""
+    """Summaries of a page of adapters in four queries (no per-adapter round trips)."""
     if not adapter_ids:
         return []
     ranked = (
@@ -299,20 +303,22 @@ def _summaries(session: Session, adapter_ids: list[int]) -> list[AdapterSummary]
             select(Version).join(ranked, ranked.c.id == Version.id).where(ranked.c.rank == 1)
         )
     }
-    stats = dict(
-        session.execute(
-            select(Version.adapter_id, func.count(Version.id))
+    targets: dict[int, list[str]] = {}
+    heads = [v.id for v in latest.values()]
+    for version_id, module in session.execute(
+        select(VersionTarget.version_id, VersionTarget.module)
+        .where(VersionTarget.version_id.in_(heads))
+        .order_by(VersionTarget.module)
+    ):
+        targets.setdefault(version_id, []).append(module)
+    stats = {
+        adapter_id: (count, newest)
+        for adapter_id, count, newest in session.execute(
+            select(Version.adapter_id, func.count(Version.id), func.max(Version.created_at))
             .where(Version.adapter_id.in_(adapter_ids))
             .group_by(Version.adapter_id)
-        ).all()
-    )
-    updated = dict(
-        session.execute(
-            select(Version.adapter_id, func.max(Version.created_at))
-            .where(Version.adapter_id.in_(adapter_ids))
-            .group_by(Version.adapter_id)
-        ).all()
-    )
+        )
+    }
     adapters = {
         a.id: a for a in session.scalars(select(Adapter).where(Adapter.id.in_(adapter_ids)))
     }
@@ -326,9 +332,9 @@ def _summaries(session: Session, adapter_ids: list[int]) -> list[AdapterSummary]
                 latest=head.version if head else None,
                 base_model=head.base_model if head else None,
                 r=head.r if head else None,
-                target_modules=head.info.get("target_modules", []) if head else [],
-                versions=stats.get(adapter_id, 0),
-                updated_at=updated.get(adapter_id) or adapter.created_at,
+                target_modules=targets.get(head.id, []) if head else [],
+                versions=stats.get(adapter_id, (0, None))[0],
+                updated_at=stats.get(adapter_id, (0, None))[1] or adapter.created_at,
             )
         )
     return out

@@ -54,6 +54,8 @@ def _writes(folder: Path) -> dict[str, tuple[str, str, dict]]:
     }
 
 
+# A refused request still records that its token was used (once a minute): not a catalog change.
+TOKENS = ("tokens",)
 # who -> the writes it may make (everything else must be refused: 401 or 403)
 ALLOWED = {
     "anonymous": set(),
@@ -88,22 +90,20 @@ def test_every_scope_against_every_write(
     server = serve("--log-level", "info")
     writes = _writes(adapters["confident"])
     with httpx.Client(base_url=server.url) as http:
-        for who in ALLOWED:  # warm up: first use of a token records last_used_at
-            if who != "anonymous":
-                http.get("/v1/adapters", headers=bearer(secrets[who]))
         for who, allowed in ALLOWED.items():
             headers = bearer(secrets[who]) if who != "anonymous" else {}
             for action, (method, path, kwargs) in writes.items():
                 if action in allowed:
                     continue
-                before = snapshot(settings.catalog_url, settings.home / "blobs")
+                before = snapshot(settings.catalog_url, settings.home / "blobs", ignore=TOKENS)
                 response = http.request(method, path, headers=headers, **kwargs)
                 expected = 401 if who == "anonymous" else 403
                 assert response.status_code == expected, (who, action, response.text)
                 assert response.json()["code"] == (
                     "unauthorized" if expected == 401 else "forbidden"
                 )
-                assert snapshot(settings.catalog_url, settings.home / "blobs") == before, (
+                after = snapshot(settings.catalog_url, settings.home / "blobs", ignore=TOKENS)
+                assert after == before, (
                     who,
                     action,
                 )
@@ -115,7 +115,7 @@ def test_every_scope_against_every_write(
             if who == "publish:team-a":  # put things back for the admin's turn
                 operator.set_alias("team-a/role", "canary", "1.0.0")
     log = server.stop()
-    assert "GET /v1/adapters" in log  # the access log is on, so the next check means something
+    assert "POST /v1/adapters/team-a/role/versions" in log  # access log on: the check below bites
     everything = (
         repr(snapshot(settings.catalog_url, settings.home / "blobs"))
         + repr(_audit_rows(settings))
