@@ -1,7 +1,6 @@
 """``stance gc``: delete blobs that no version references, after a grace period.
 
-Registered in ``cli/main.py`` with ``app.command()(gc)``; ``open_registry`` is imported inside
-the command because ``cli.main`` imports this module.
+Registered in ``cli/main.py`` with ``app.command()(gc)``.
 """
 
 from __future__ import annotations
@@ -13,10 +12,9 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from cli.context import open_catalog
 from cli.output import emit, errors, stdout
-from registry.errors import RegistryError
 from registry.gc import Collection, collect_garbage
-from registry.local import LocalRegistry
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
@@ -65,17 +63,14 @@ def gc(
     ] = False,
 ) -> None:
     """Delete blobs that no version references, once older than the grace period."""
-    from cli.main import open_registry  # cli.main imports this module: import at call time
-
     period = parse_duration(grace)
-    with errors(as_json=as_json), open_registry() as registry:
-        if not isinstance(registry, LocalRegistry):
-            raise RegistryError(
-                "gc works on the catalog and store directly; run it where the server runs, "
-                "without --registry / STANCE_REGISTRY"
-            )
-        # Not a write transaction (SQLite's BEGIN IMMEDIATE): publishers must not wait while
-        # the store deletes; only orphaned catalog rows, which are rare, take the write lock.
-        with registry.sessions() as session, session.begin():
-            result = collect_garbage(session, registry.store, grace=period, dry_run=dry_run)
+    # Not a write transaction (SQLite's BEGIN IMMEDIATE): publishers must not wait while
+    # the store deletes; only orphaned catalog rows, which are rare, take the write lock.
+    with (
+        errors(as_json=as_json),
+        open_catalog("gc") as registry,
+        registry.sessions() as session,
+        session.begin(),
+    ):
+        result = collect_garbage(session, registry.store, grace=period, dry_run=dry_run)
     emit(result, as_json=as_json, human=lambda: _print(result))

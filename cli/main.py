@@ -10,16 +10,12 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from cli import report
+from cli import pinning, report
+from cli.context import open_catalog, open_registry, overrides, settings
 from cli.gc import gc
-from cli.output import Transfers, emit, errors, stdout, warn
-from registry import Registry
-from registry.client import RemoteRegistry
+from cli.output import emit, errors, stdout, warn
 from registry.db import current_revision, ensure_schema, make_engine, upgrade
-from registry.errors import RegistryError
 from registry.inspect import inspect_dir
-from registry.local import LocalRegistry
-from registry.settings import Settings
 
 app = typer.Typer(
     help="Registry for LoRA adapters: publish, discover, pin and pull exact versions.",
@@ -38,11 +34,12 @@ app.add_typer(db_app, name="db")
 app.add_typer(alias_app, name="alias")
 app.add_typer(token_app, name="token")
 app.command()(gc)
+for command in (pinning.lock, pinning.sync, pinning.verify, pinning.export):
+    app.command()(command)
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print exactly one JSON document.")]
 SpecArg = Annotated[str, typer.Argument(help="[namespace/]name[@version|range|alias|digest]")]
 RefArg = Annotated[str, typer.Argument(help="[namespace/]name")]
-_overrides: dict[str, str] = {}
 
 
 @app.callback()
@@ -60,7 +57,7 @@ def main(
     ] = None,
 ) -> None:
     """Options given here override the STANCE_* environment."""
-    _overrides.clear()
+    overrides.clear()
     for key, value in {
         "home": home,
         "database_url": database_url,
@@ -69,19 +66,7 @@ def main(
         "token": token,
     }.items():
         if value is not None:
-            _overrides[key] = str(value)
-
-
-def settings() -> Settings:
-    return Settings(**_overrides)  # type: ignore[arg-type]
-
-
-def open_registry() -> LocalRegistry | RemoteRegistry:
-    """The local registry, or the server named by --registry / STANCE_REGISTRY."""
-    current = settings()
-    if current.registry:
-        return Registry(settings=current, progress=Transfers())
-    return Registry(settings=current)
+            overrides[key] = str(value)
 
 
 @app.command()
@@ -105,7 +90,7 @@ def serve(
             ensure_schema(engine)  # once, before workers start, so they never race a migration
         finally:
             engine.dispose()
-    for key, value in _overrides.items():  # workers build their settings from the environment
+    for key, value in overrides.items():  # workers build their settings from the environment
         os.environ[f"STANCE_{key.upper()}"] = value
     os.environ.pop("STANCE_REGISTRY", None)  # a server serves its own catalog
     uvicorn.run(
@@ -367,17 +352,6 @@ def similar(
     emit(found, as_json=as_json, human=lambda: report.print_similar(found))
 
 
-def open_catalog() -> LocalRegistry:
-    """The local catalog; token management never goes over HTTP."""
-    current = settings()
-    if current.registry:
-        raise RegistryError(
-            "token management needs the catalog itself: run it where the registry's database "
-            "is reachable, without --registry / STANCE_REGISTRY"
-        )
-    return LocalRegistry(current)
-
-
 @token_app.command("create")
 def token_create(
     scope: Annotated[str, typer.Option(help="read, publish or admin")],
@@ -390,7 +364,7 @@ def token_create(
 ) -> None:
     """Mint a token. The secret is printed once; only its hash is stored."""
     expires = timedelta(days=expires_in_days) if expires_in_days else None
-    with errors(as_json=as_json), open_catalog() as catalog:
+    with errors(as_json=as_json), open_catalog("token management") as catalog:
         new = catalog.create_token(
             scope, namespaces=namespace, description=description, expires_in=expires
         )
@@ -407,7 +381,7 @@ def token_create(
 @token_app.command("list")
 def token_list(as_json: JsonOpt = False) -> None:
     """Tokens with scopes and grants; never their secrets."""
-    with errors(as_json=as_json), open_catalog() as catalog:
+    with errors(as_json=as_json), open_catalog("token management") as catalog:
         found = catalog.list_tokens()
     emit(found, as_json=as_json, human=lambda: report.print_tokens(found))
 
@@ -415,6 +389,6 @@ def token_list(as_json: JsonOpt = False) -> None:
 @token_app.command("revoke")
 def token_revoke(token_id: str, as_json: JsonOpt = False) -> None:
     """Revoke a token at once."""
-    with errors(as_json=as_json), open_catalog() as catalog:
+    with errors(as_json=as_json), open_catalog("token management") as catalog:
         info = catalog.revoke_token(token_id)
     emit(info, as_json=as_json, human=lambda: stdout.print(f"revoked token {info.id}"))

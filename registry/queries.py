@@ -154,6 +154,7 @@ def resolve_spec(session: Session, spec: str | Spec) -> Resolution:
         digest=row.digest,
         yanked=row.yanked,
         yanked_reason=row.yanked_reason,
+        base_model=row.base_model,
         files=Manifest.model_validate_json(row.manifest).files,
     )
 

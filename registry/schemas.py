@@ -26,6 +26,7 @@ class VersionRef(BaseModel):
 
 class Resolution(VersionRef):
     yanked_reason: str | None = None
+    base_model: str | None = None
     files: list[FileEntry] = []
 
 

@@ -223,5 +223,5 @@ def test_cli_gc_refuses_a_remote_registry(registry: LocalRegistry, orphan: str) 
     result = CliRunner().invoke(cli_app(), args)
     assert result.exit_code == 1
     assert json.loads(result.stdout)["code"] == "registry_error"
-    assert result.stderr.startswith("error: gc works on the catalog and store directly")
+    assert result.stderr.startswith("error: gc needs the catalog itself")
     assert orphan in stored(registry)
