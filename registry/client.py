@@ -209,6 +209,18 @@ class RemoteRegistry:
         parse_spec(spec)
         return Resolution(**self._json("GET", "/v1/resolve", params={"spec": spec}))
 
+    def poll(self, spec: str, etag: str | None = None) -> tuple[Resolution | None, str | None]:
+        """What ``spec`` resolves to if that changed since ``etag`` (else None), and the new ETag.
+
+        A conditional GET: an unchanged answer costs the server no serialisation and the
+        network an empty 304.
+        """
+        headers = {"If-None-Match": etag} if etag else {}
+        response = self._send("GET", "/v1/resolve", params={"spec": spec}, headers=headers)
+        if response.status_code == 304:
+            return None, etag
+        return Resolution(**response.json()), response.headers.get("etag")
+
     def open_blob(self, digest: str) -> BinaryIO:
         request = self.http.build_request("GET", f"/v1/blobs/{digest}")
         try:

@@ -6,6 +6,7 @@ Whoever holds the catalog is its operator: local calls act with admin rights, as
 from __future__ import annotations
 
 import getpass
+import hashlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timedelta
@@ -93,6 +94,12 @@ class LocalRegistry:
         """The exact version and digest that ``spec`` selects now."""
         with self.sessions() as session:
             return queries.resolve_spec(session, spec)
+
+    def poll(self, spec: str, etag: str | None = None) -> tuple[Resolution | None, str | None]:
+        """Like ``RemoteRegistry.poll``: the resolution if it changed since ``etag``."""
+        found = self.resolve(spec)
+        tag = hashlib.sha256(found.model_dump_json().encode()).hexdigest()[:32]
+        return (None, etag) if tag == etag else (found, tag)
 
     def fetch(self, spec: str, dest: Path | None = None) -> Path:
         """A folder with the files of ``spec``'s version, each verified against its digest.

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Header, Query, Response
 from starlette.concurrency import run_in_threadpool
 
 from registry import analysis, queries, service
@@ -80,14 +81,29 @@ def get_version(
     return queries.version_detail(session, f"{namespace}/{name}@{version}")
 
 
-@router.get("/resolve", response_model=Resolution, tags=["discover"])
+@router.get(
+    "/resolve",
+    response_model=Resolution,
+    tags=["discover"],
+    responses={304: {"description": "unchanged since the ETag sent in If-None-Match"}},
+)
 def resolve(
     _: Reader,
     session: SessionDep,
     spec: Annotated[str, Query(max_length=200, description="[ns/]name[@selector]")],
-) -> Resolution:
-    """The exact version, digest and files a spec selects now."""
-    return queries.resolve_spec(session, spec)
+    if_none_match: Annotated[str | None, Header()] = None,
+) -> Response:
+    """The exact version, digest and files a spec selects now.
+
+    The ETag changes whenever the answer does (an alias moves, a version is yanked), so a
+    watcher can poll cheaply with If-None-Match.
+    """
+    body = queries.resolve_spec(session, spec).model_dump_json().encode()
+    etag = f'"{hashlib.sha256(body).hexdigest()[:32]}"'
+    headers = {"ETag": etag, "Cache-Control": "no-cache"}
+    if if_none_match and etag in {tag.strip() for tag in if_none_match.split(",")}:
+        return Response(status_code=304, headers=headers)
+    return Response(body, media_type="application/json", headers=headers)
 
 
 @router.post(

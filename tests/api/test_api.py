@@ -200,6 +200,23 @@ def test_aliases_and_yanks(
     assert client.get("/v1/resolve", params={"spec": "role@prod"}).status_code == 404
 
 
+def test_resolve_etag_changes_when_the_answer_does(
+    client: TestClient,
+    operator,
+    adapters: dict[str, Path],  # noqa: ANN001
+) -> None:
+    operator.publish(adapters["curious"], "role@1.0.0", alias="prod")
+    operator.publish(adapters["confident"], "role@1.1.0")
+    first = client.get("/v1/resolve", params={"spec": "role@prod"})
+    etag = first.headers["etag"]
+    again = client.get("/v1/resolve", params={"spec": "role@prod"}, headers={"If-None-Match": etag})
+    assert again.status_code == 304 and again.content == b""
+    operator.set_alias("role", "prod", "1.1.0")
+    moved = client.get("/v1/resolve", params={"spec": "role@prod"}, headers={"If-None-Match": etag})
+    assert moved.status_code == 200 and moved.json()["version"] == "1.1.0"
+    assert moved.headers["etag"] != etag
+
+
 def test_health_metrics_and_openapi(client: TestClient) -> None:
     assert client.get("/v1/health").json()["status"] == "ok"
     client.get("/v1/resolve", params={"spec": "nope"})
