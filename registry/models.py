@@ -76,6 +76,10 @@ class Adapter(Base):
     namespace_id: Mapped[int] = mapped_column(ForeignKey("namespaces.id"))
     name: Mapped[name64]
     created_at: Mapped[created]
+    # The highest non-yanked release, kept by the service on publish, yank and unyank, so that
+    # search filters and summaries join one row per adapter instead of ranking every version.
+    # No foreign key: versions already reference adapters, and the service owns both writes.
+    latest_version_id: Mapped[int | None] = mapped_column(Integer, index=True)
 
     namespace: Mapped[Namespace] = relationship(lazy="joined")
 

@@ -110,8 +110,19 @@ def _select(session: Session, spec: Spec) -> Version | None:
                 else _select(session, replace(spec, selector=best, kind=SelectorKind.EXACT))
             )
         case SelectorKind.ALIAS:
-            query = _versions(spec).join(Alias, Alias.version_id == Version.id)
-            return session.scalars(query.where(Alias.name == spec.selector)).first()
+            # From the alias's unique (adapter, name) index straight to its one version.
+            target = (
+                select(Alias.version_id)
+                .join(Adapter, Adapter.id == Alias.adapter_id)
+                .join(Namespace, Namespace.id == Adapter.namespace_id)
+                .where(
+                    Namespace.name == spec.namespace,
+                    Adapter.name == spec.name,
+                    Alias.name == spec.selector,
+                )
+                .scalar_subquery()
+            )
+            return session.scalars(select(Version).where(Version.id == target)).first()
         case SelectorKind.DIGEST:
             rows = session.scalars(_versions(spec).where(Version.digest == spec.selector)).all()
             # Identical content published twice: the highest version names it.
@@ -134,7 +145,8 @@ def resolve_version(session: Session, spec: Spec) -> Version:
     return row
 
 
-def _latest(session: Session, adapter: Adapter) -> Version | None:
+def latest_release(session: Session, adapter: Adapter) -> Version | None:
+    """The highest non-yanked, non-prerelease version, by the ordering index."""
     return session.scalars(
         select(Version)
         .where(Version.adapter_id == adapter.id, ~Version.yanked, ~Version.prerelease)
@@ -204,7 +216,7 @@ def adapter_detail(session: Session, ref: str) -> AdapterDetail:
     aliases = session.scalars(
         select(Alias).where(Alias.adapter_id == adapter.id).order_by(Alias.name)
     ).all()
-    latest = _latest(session, adapter)
+    latest = latest_release(session, adapter)
     return AdapterDetail(
         namespace=namespace,
         name=name,
@@ -254,21 +266,18 @@ def search(
         query = query.where(Adapter.name.contains(text.lower(), autoescape=True))
     if namespace:
         query = query.where(Namespace.name == namespace)
-    version_filters = []
-    if base_model:
-        version_filters.append(Version.base_model == base_model)
-    if rank is not None:
-        version_filters.append(Version.r == rank)
-    if target:
-        version_filters.append(
-            select(VersionTarget.version_id)
-            .where(VersionTarget.version_id == Version.id, VersionTarget.module == target)
-            .exists()
-        )
-    if version_filters:
-        query = query.where(
-            select(Version.id).where(Version.adapter_id == Adapter.id, *version_filters).exists()
-        )
+    # Filters describe what an adapter is now: they apply to its latest release.
+    if base_model or rank is not None or target:
+        query = query.join(Version, Version.id == Adapter.latest_version_id)
+        if base_model:
+            query = query.where(Version.base_model == base_model)
+        if rank is not None:
+            query = query.where(Version.r == rank)
+        if target:
+            query = query.join(
+                VersionTarget,
+                and_(VersionTarget.version_id == Version.id, VersionTarget.module == target),
+            )
     if cursor:
         after_ns, after_name = _decode_cursor(cursor)
         query = query.where(
@@ -288,41 +297,27 @@ def _summaries(session: Session, adapter_ids: list[int]) -> list[AdapterSummary]
     """Summaries of a page of adapters in four queries (no per-adapter round trips)."""
     if not adapter_ids:
         return []
-    ranked = (
-        select(
-            Version.id,
-            func.row_number()
-            .over(partition_by=Version.adapter_id, order_by=_release_order())
-            .label("rank"),
-        )
-        .where(Version.adapter_id.in_(adapter_ids), ~Version.yanked, ~Version.prerelease)
-        .subquery()
-    )
+    adapters = {
+        a.id: a for a in session.scalars(select(Adapter).where(Adapter.id.in_(adapter_ids)))
+    }
+    heads = [a.latest_version_id for a in adapters.values() if a.latest_version_id is not None]
     latest = {
-        v.adapter_id: v
-        for v in session.scalars(
-            select(Version).join(ranked, ranked.c.id == Version.id).where(ranked.c.rank == 1)
-        )
+        v.adapter_id: v for v in session.scalars(select(Version).where(Version.id.in_(heads)))
     }
     targets: dict[int, list[str]] = {}
-    heads = [v.id for v in latest.values()]
     for version_id, module in session.execute(
         select(VersionTarget.version_id, VersionTarget.module)
         .where(VersionTarget.version_id.in_(heads))
         .order_by(VersionTarget.module)
     ):
         targets.setdefault(version_id, []).append(module)
-    stats = {
-        adapter_id: (count, newest)
-        for adapter_id, count, newest in session.execute(
-            select(Version.adapter_id, func.count(Version.id), func.max(Version.created_at))
+    counts = dict(
+        session.execute(  # answered from the (adapter_id, major, minor, patch) index
+            select(Version.adapter_id, func.count())
             .where(Version.adapter_id.in_(adapter_ids))
             .group_by(Version.adapter_id)
-        )
-    }
-    adapters = {
-        a.id: a for a in session.scalars(select(Adapter).where(Adapter.id.in_(adapter_ids)))
-    }
+        ).all()
+    )
     out = []
     for adapter_id in adapter_ids:
         adapter, head = adapters[adapter_id], latest.get(adapter_id)
@@ -334,8 +329,8 @@ def _summaries(session: Session, adapter_ids: list[int]) -> list[AdapterSummary]
                 base_model=head.base_model if head else None,
                 r=head.r if head else None,
                 target_modules=targets.get(head.id, []) if head else [],
-                versions=stats.get(adapter_id, (0, None))[0],
-                updated_at=stats.get(adapter_id, (0, None))[1] or adapter.created_at,
+                versions=counts.get(adapter_id, 0),
+                updated_at=head.created_at if head else adapter.created_at,
             )
         )
     return out

@@ -76,7 +76,7 @@ class AdapterSummary(BaseModel):
     r: int | None
     target_modules: list[str]
     versions: int
-    updated_at: datetime
+    updated_at: datetime  # when the latest release was published (else the adapter created)
 
 
 class AdapterDetail(BaseModel):

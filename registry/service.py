@@ -32,7 +32,7 @@ from registry.models import (
     VersionTarget,
     utcnow,
 )
-from registry.queries import find_adapter, find_version
+from registry.queries import find_adapter, find_version, latest_release
 from registry.schemas import PublishResult, VersionRef
 from registry.sketch import Sketch
 from registry.spec import parse_publish_target, parse_ref, parse_version, validate_alias
@@ -126,7 +126,16 @@ def _insert_version(
         session.add(row)
         session.flush()
         session.add_all(VersionTarget(version_id=row.id, module=m) for m in info.target_modules)
+    _refresh_latest(session, adapter)
     return row
+
+
+def _refresh_latest(session: Session, adapter: Adapter) -> None:
+    """Keep ``adapters.latest_version_id`` true after every publish, yank and unyank."""
+    session.flush()
+    latest = latest_release(session, adapter)
+    adapter.latest_version_id = latest.id if latest is not None else None
+    session.flush()
 
 
 def stage_folder(store: Store, folder: Path, *, max_weights_bytes: int) -> Staged:
@@ -325,7 +334,7 @@ def yank(session: Session, spec: str, *, reason: str | None = None, caller: Call
     if not row.yanked:
         row.yanked, row.yanked_reason, row.yanked_at = True, reason, utcnow()
         record(session, actor=actor, action="yank", target=_ref(row).spec, reason=reason)
-        session.flush()
+        _refresh_latest(session, row.adapter)
     return _ref(row)
 
 
@@ -335,5 +344,5 @@ def unyank(session: Session, spec: str, *, caller: Caller) -> VersionRef:
     if row.yanked:
         row.yanked, row.yanked_reason, row.yanked_at = False, None, None
         record(session, actor=actor, action="unyank", target=_ref(row).spec)
-        session.flush()
+        _refresh_latest(session, row.adapter)
     return _ref(row)
