@@ -10,6 +10,7 @@ from datetime import timedelta
 from typing import Annotated
 
 import typer
+from rich.filesize import decimal
 from rich.table import Table
 
 from cli.context import open_catalog
@@ -28,15 +29,6 @@ def parse_duration(text: str) -> timedelta:
     return timedelta(seconds=float(match[1]) * _UNITS[match[2] or "s"])
 
 
-def _human_size(size: int) -> str:
-    value = float(size)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if value < 1024 or unit == "GiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    raise AssertionError("unreachable")
-
-
 def _print(result: Collection) -> None:
     verb = "would free" if result.dry_run else "freed"
     if result.blobs:
@@ -45,7 +37,7 @@ def _print(result: Collection) -> None:
             table.add_row(blob.digest, str(blob.size), f"{blob.modified:%Y-%m-%d %H:%M:%S}")
         stdout.print(table)
     stdout.print(
-        f"{verb} {result.count} blob(s), {_human_size(result.bytes)} in {result.store}"
+        f"{verb} {result.count} blob(s), {decimal(result.bytes)} in {result.store}"
         f"; {result.catalog_rows} catalog row(s), {result.leftover_uploads} leftover upload(s)"
     )
 

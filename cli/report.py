@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from rich.filesize import decimal
 from rich.table import Table
 
 from cli.output import stdout, warn
@@ -19,15 +20,6 @@ from registry.schemas import (
 from registry.tokens import TokenInfo
 
 SHADES = "·░▒▓█"
-
-
-def _size(n: int) -> str:
-    size = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if size < 1024 or unit == "GiB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{n} B"
 
 
 def heat_map(fingerprint: dict[str, Any]) -> Table:
@@ -72,7 +64,7 @@ def print_info(info: dict[str, Any], *, title: str) -> None:
         if info["layers"]
         else "-",
         "dtype / parameters / size": f"{info['dtype']} / {info['parameters']:,} / "
-        f"{_size(info['bytes'])}",
+        f"{decimal(info['bytes'])}",
         "total ||dW||_F": f"{fp['total_norm']:.4g}",
         "layer CV": f"{fp['layer_cv']:.3f}",
         "top layers": ", ".join(str(x) for x in fp["top_layers"]),
@@ -90,7 +82,7 @@ def print_version(detail: VersionDetail) -> None:
     print_info(detail.info, title=f"{detail.namespace}/{detail.name}@{detail.version}")
     files = Table("file", "size", "digest", title="files", title_justify="left")
     for f in detail.files:
-        files.add_row(f.path, _size(f.size), f.digest)
+        files.add_row(f.path, decimal(f.size), f.digest)
     stdout.print(files)
     stdout.print(f"digest {detail.digest}  aliases {', '.join(detail.aliases) or '-'}")
     stdout.print(f'pin: {detail.name} = "{detail.version}"', markup=False)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import typer
+from rich.filesize import decimal
 from sqlalchemy import func, select
 from typer.testing import CliRunner
 
@@ -197,7 +198,7 @@ def test_cli_gc_dry_run_then_collect(registry: LocalRegistry, orphan: str) -> No
 
     human = runner.invoke(cli_app(), ["gc", "--grace", "0s"])
     assert human.exit_code == 0, human.output
-    assert f"freed 1 blob(s), {len(ORPHAN) / 1024:.1f} KiB" in human.stdout
+    assert f"freed 1 blob(s), {decimal(len(ORPHAN))}" in human.stdout
     assert orphan not in stored(registry)
 
     again = runner.invoke(cli_app(), ["gc", "--grace", "0", "--json"])

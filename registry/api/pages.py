@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
+from rich.filesize import decimal
 
 from registry import queries
 from registry.api import svg
@@ -22,14 +23,7 @@ router = APIRouter(
 )
 
 
-def _size(n: int) -> str:
-    for unit, scale in (("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
-        if n >= scale:
-            return f"{n / scale:.1f} {unit}"
-    return f"{n} B"
-
-
-templates.env.filters["size"] = _size
+templates.env.filters["size"] = decimal  # the CLI prints sizes the same way
 
 
 @router.get("/")
