@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated
@@ -93,7 +94,7 @@ def serve(
     for key, value in overrides.items():  # workers build their settings from the environment
         os.environ[f"STANCE_{key.upper()}"] = value
     os.environ.pop("STANCE_REGISTRY", None)  # a server serves its own catalog
-    uvicorn.run(
+    config = uvicorn.Config(
         "registry.api:create_app",
         factory=True,
         host=host,
@@ -101,6 +102,20 @@ def serve(
         workers=workers,
         log_level=log_level,
     )
+    if workers == 1:
+        uvicorn.Server(config).run()
+        return
+    # uvicorn binds a multi-worker listener with proto 0, so asyncio never sets TCP_NODELAY on
+    # its connections and each keep-alive response waits ~40 ms for a delayed ACK
+    # (Kludex/uvicorn#3149). Bind it ourselves as a TCP socket, then let uvicorn supervise.
+    from uvicorn.supervisors import Multiprocess
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    listener = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind((host, port))
+    listener.set_inheritable(True)
+    Multiprocess(config, sockets=[listener]).run()
 
 
 @db_app.command("upgrade")

@@ -21,6 +21,7 @@ from registry.errors import RegistryError, Unreachable
 MIGRATIONS = Path(migrations.__file__).parent
 SQLITE_BUSY_MS = 15_000
 WRITE_OPTION = "stance_write"
+POOL_SIZE = 40
 
 
 def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -47,13 +48,20 @@ def make_engine(url: str) -> Engine:
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_MS / 1000})
+        # A pool as large as the server's thread pool (40): connections are reused, not
+        # reopened with their PRAGMAs under load.
+        engine = create_engine(
+            url,
+            connect_args={"timeout": SQLITE_BUSY_MS / 1000},
+            pool_size=POOL_SIZE,
+            max_overflow=POOL_SIZE,
+        )
         event.listen(engine, "connect", _sqlite_connect)
         event.listen(engine, "begin", _sqlite_begin)
         return engine
     if parsed.get_backend_name() == "postgresql" and parsed.drivername == "postgresql":
         url = parsed.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
-    return create_engine(url, pool_pre_ping=True)
+    return create_engine(url, pool_pre_ping=True, pool_size=POOL_SIZE // 4, max_overflow=POOL_SIZE)
 
 
 def alembic_config(engine: Engine) -> Config:

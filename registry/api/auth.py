@@ -15,8 +15,9 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 
-from registry.api.deps import StateDep
+from registry.api.deps import AppState, StateDep
 from registry.audit import refusals_recorded
 from registry.auth import Caller
 from registry.db import transaction
@@ -59,12 +60,20 @@ def _action(request: Request) -> str:
     return getattr(request.scope.get("route"), "name", None) or request.method
 
 
-def caller(request: Request, app: StateDep) -> Caller:
-    """The caller behind the Authorization header; anonymous without one."""
+async def caller(request: Request, app: StateDep) -> Caller:
+    """The caller behind the Authorization header; anonymous without one.
+
+    async, so anonymous reads (the hot path) never enter the thread pool; tokens are checked
+    against the catalog in one pool call.
+    """
     header = request.headers.get("authorization")
     address = _address(request)
     if not header:
         return Caller(f"anonymous@{address}", None)
+    return await run_in_threadpool(_authenticate, request, app, header, address)
+
+
+def _authenticate(request: Request, app: AppState, header: str, address: str) -> Caller:
     limiter: FailedAuthLimiter = request.app.state.auth_limiter
     limiter.check(address)
     scheme, _, presented = header.partition(" ")
@@ -93,7 +102,7 @@ def caller(request: Request, app: StateDep) -> Caller:
 CallerDep = Annotated[Caller, Depends(caller)]
 
 
-def require_read(request: Request, app: StateDep, who: CallerDep) -> Caller:
+async def require_read(request: Request, app: StateDep, who: CallerDep) -> Caller:
     """Reads are open unless STANCE_ANONYMOUS_READ=false; then any valid token may read."""
     if who.scope is None and not app.settings.anonymous_read:
         raise Unauthorized("this registry does not allow anonymous reads: send a token")

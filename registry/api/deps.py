@@ -20,7 +20,8 @@ class AppState:
     store: Store
 
 
-def state(request: Request) -> AppState:
+async def state(request: Request) -> AppState:
+    # async: a plain attribute read needs no trip through the thread pool.
     return request.app.state.registry
 
 

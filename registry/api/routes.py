@@ -11,7 +11,7 @@ from starlette.concurrency import run_in_threadpool
 from registry import analysis, queries, service
 from registry.analysis import Diff, SimilarAdapter
 from registry.api.auth import Reader, Writer, WriteSessionDep
-from registry.api.deps import SessionDep, StateDep
+from registry.api.deps import AppState, SessionDep, StateDep
 from registry.api.schemas import AliasUpdate, Health, VersionCreate, YankRequest
 from registry.auth import Scope
 from registry.db import current_revision, transaction
@@ -87,9 +87,9 @@ def get_version(
     tags=["discover"],
     responses={304: {"description": "unchanged since the ETag sent in If-None-Match"}},
 )
-def resolve(
+async def resolve(
+    app: StateDep,
     _: Reader,
-    session: SessionDep,
     spec: Annotated[str, Query(max_length=200, description="[ns/]name[@selector]")],
     if_none_match: Annotated[str | None, Header()] = None,
 ) -> Response:
@@ -98,12 +98,18 @@ def resolve(
     The ETag changes whenever the answer does (an alias moves, a version is yanked), so a
     watcher can poll cheaply with If-None-Match.
     """
-    body = queries.resolve_spec(session, spec).model_dump_json().encode()
+    # The hot path: one trip to the thread pool for the whole catalog lookup.
+    body = await run_in_threadpool(_resolution_json, app, spec)
     etag = f'"{hashlib.sha256(body).hexdigest()[:32]}"'
     headers = {"ETag": etag, "Cache-Control": "no-cache"}
     if if_none_match and etag in {tag.strip() for tag in if_none_match.split(",")}:
         return Response(status_code=304, headers=headers)
     return Response(body, media_type="application/json", headers=headers)
+
+
+def _resolution_json(app: AppState, spec: str) -> bytes:
+    with app.sessions() as session:
+        return queries.resolve_spec(session, spec).model_dump_json().encode()
 
 
 @router.post(
