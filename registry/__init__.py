@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from registry.client import RemoteRegistry
 from registry.errors import RegistryError
 from registry.local import LocalRegistry
 from registry.settings import Settings
+
+if TYPE_CHECKING:
+    from registry.loader import RoleSet
 
 __all__ = ["LocalRegistry", "Registry", "RegistryError", "RemoteRegistry", "RoleSet", "Settings"]
 

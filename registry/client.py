@@ -83,7 +83,10 @@ class _Body:
 
     def read(self, size: int = -1) -> bytes:
         while size < 0 or len(self._buffer) < size:
-            chunk = next(self._chunks, None)
+            try:
+                chunk = next(self._chunks, None)
+            except httpx.HTTPError as exc:  # cut short, or more/less than Content-Length
+                raise Unreachable(f"download from {self._response.url} broke off: {exc}") from exc
             if chunk is None:
                 break
             self._buffer += chunk

@@ -156,3 +156,7 @@ def snapshot(
         else []
     )
     return rows, files
+
+
+# Real `stance serve` processes are used beyond tests/api (the loader follows a live server).
+from tests.api.conftest import operator, serve  # noqa: E402, F401

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import functools
 import json
 from pathlib import Path
@@ -31,7 +32,8 @@ def tiny_llama_config(layers: int = 4, hidden: int = 64) -> LlamaConfig:
 def tiny_llama(seed: int = 0, **config: Any) -> LlamaForCausalLM:
     """A tiny random Llama; the same seed always gives the same base weights."""
     torch.manual_seed(seed)
-    return LlamaForCausalLM(tiny_llama_config(**config)).eval()
+    # A copy: models own their config, and the cached one must not change under other tests.
+    return LlamaForCausalLM(copy.deepcopy(tiny_llama_config(**config))).eval()
 
 
 def tiny_gpt2(seed: int = 0) -> GPT2LMHeadModel:

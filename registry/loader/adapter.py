@@ -1,0 +1,221 @@
+"""Read a cached adapter version and check it against the model before a single byte moves.
+
+The files come from the verified client cache (digest-checked, validated at publish), so the
+safetensors header is parsed here in one pass instead of through ``registry.weights``, whose
+full layout checks cost more than copying a rank-8 adapter. What can still go wrong is the
+pairing with *this* model: a base model id, a module the model lacks, or a shape. Each is a
+domain error naming the module and both shapes, never a torch traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import struct
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from registry.errors import InvalidAdapter
+from registry.inspect import CONFIG, WEIGHTS, _scaling, read_config
+
+_DTYPES = {
+    "F16": torch.float16,
+    "BF16": torch.bfloat16,
+    "F32": torch.float32,
+    "F64": torch.float64,
+}
+_KEY = re.compile(r"^(?:base_model\.model\.)?(?P<path>.+)\.(?P<kind>lora_A|lora_B)\.weight$")
+# LoraConfig options that change the forward pass beyond ``B @ A``: refused, not approximated.
+_UNSUPPORTED = {
+    "use_dora": "DoRA (use_dora)",
+    "lora_bias": "a LoRA bias (lora_bias)",
+    "modules_to_save": "modules_to_save (full copies of base modules)",
+    "trainable_token_indices": "trainable tokens (trainable_token_indices)",
+    "layer_replication": "layer_replication",
+    "alora_invocation_tokens": "activated LoRA (alora_invocation_tokens)",
+    "target_parameters": "target_parameters",
+    "use_qalora": "QALoRA (use_qalora)",
+    "use_bdlora": "block-diagonal LoRA (use_bdlora)",
+    "velora_config": "VeLoRA",
+    "monteclora_config": "MonteCLoRA",
+    "arrow_config": "Arrow routing",
+    "kasa_config": "KaSA",
+}
+
+
+@dataclass(frozen=True)
+class TensorRef:
+    """Where one tensor's bytes lie in the weights file."""
+
+    start: int
+    end: int
+    dtype: torch.dtype
+    shape: tuple[int, ...]
+
+    def view(self, data: torch.Tensor) -> torch.Tensor:
+        """The tensor as a view of the file's bytes in ``data`` (a copy only when misaligned)."""
+        raw = data[self.start : self.end]
+        if self.start % self.dtype.itemsize:
+            raw = raw.clone()
+        return raw.view(self.dtype).view(self.shape)
+
+
+@dataclass(frozen=True)
+class ModulePlan:
+    """One adapted module of the model and where its ``lora_A``/``lora_B`` lie."""
+
+    path: str
+    module: nn.Module
+    d_in: int
+    d_out: int
+    a: TensorRef
+    b: TensorRef
+    scaling: float
+
+    @property
+    def rank(self) -> int:
+        return self.a.shape[0]
+
+
+@dataclass(frozen=True)
+class AdapterPlan:
+    """An adapter version checked against the model: everything ``RoleSet`` needs to copy it."""
+
+    weights: Path
+    size: int
+    modules: list[ModulePlan]
+
+
+def model_id(model: nn.Module) -> str:
+    """The base model id a transformers model was loaded as (empty when built from a config)."""
+    config = getattr(model, "config", None)
+    return str(getattr(config, "_name_or_path", "") or getattr(model, "name_or_path", "") or "")
+
+
+def linear_dims(module: nn.Module) -> tuple[int, int] | None:
+    """(in, out) features of a Linear or a transformers ``Conv1D`` (GPT-2; weight is (in, out))."""
+    if isinstance(module, nn.Linear):
+        return module.in_features, module.out_features
+    nx, nf = getattr(module, "nx", None), getattr(module, "nf", None)
+    if isinstance(nx, int) and isinstance(nf, int):
+        return nx, nf
+    return None
+
+
+def _check_config(config: dict[str, Any], label: str) -> None:
+    for key, what in _UNSUPPORTED.items():
+        if config.get(key):
+            raise InvalidAdapter(f"{label}: adapters with {what} are not supported by RoleSet")
+    if config.get("bias", "none") != "none":
+        raise InvalidAdapter(
+            f"{label}: bias={config['bias']!r} trains base-model biases; RoleSet supports "
+            "bias='none' only"
+        )
+
+
+def _check_base(config: dict[str, Any], model: str, label: str) -> None:
+    base = config.get("base_model_name_or_path")
+    if base and base.rstrip("/") != model.rstrip("/"):
+        raise InvalidAdapter(
+            f"{label} was trained on base model {base!r}, but this model is "
+            f"{model or '(unnamed)'!r}; set model.config.name_or_path to the base id, or pass "
+            "allow_base_mismatch=True (shapes are still checked)"
+        )
+
+
+def _header(path: Path) -> tuple[dict[str, Any], int, int]:
+    """The safetensors header, where the data starts, and the file size."""
+    try:
+        with path.open("rb") as fh:
+            (length,) = struct.unpack("<Q", fh.read(8))
+            header = json.loads(fh.read(length))
+            size = fh.seek(0, 2)
+    except (OSError, struct.error, ValueError) as exc:
+        raise InvalidAdapter(f"{path.name}: unreadable safetensors header ({exc})") from exc
+    if not isinstance(header, dict):
+        raise InvalidAdapter(f"{path.name}: the header is not a JSON object")
+    header.pop("__metadata__", None)
+    return header, 8 + length, size
+
+
+def _tensor(path: Path, name: str, raw: Any, start: int, size: int) -> TensorRef:
+    try:
+        first, last = raw["data_offsets"]
+        begin, end = start + int(first), start + int(last)
+        ref = TensorRef(begin, end, _DTYPES[raw["dtype"]], tuple(map(int, raw["shape"])))
+    except (KeyError, TypeError, ValueError):
+        raise InvalidAdapter(f"{path.name}: tensor {name} has a malformed header entry") from None
+    span = math.prod(ref.shape) * ref.dtype.itemsize
+    if len(ref.shape) != 2 or not start <= begin <= end <= size or end - begin != span:
+        raise InvalidAdapter(f"{path.name}: tensor {name} is not a matrix inside the file")
+    return ref
+
+
+def _pairs(path: Path, label: str) -> tuple[dict[str, dict[str, TensorRef]], int]:
+    """``{module path: {"lora_A": ref, "lora_B": ref}}`` from the header, and the file size."""
+    header, start, size = _header(path)
+    pairs: dict[str, dict[str, TensorRef]] = {}
+    for name, raw in header.items():
+        match = _KEY.match(name)
+        if match is None:
+            raise InvalidAdapter(
+                f"{label}: {WEIGHTS} holds {name}, which is not a lora_A/lora_B weight; RoleSet "
+                "loads plain LoRA on Linear and Conv1D modules only"
+            )
+        pairs.setdefault(match["path"], {})[match["kind"]] = _tensor(path, name, raw, start, size)
+    if not pairs:
+        raise InvalidAdapter(f"{label}: {WEIGHTS} holds no LoRA weights")
+    return pairs, size
+
+
+def _module_plan(
+    path: str,
+    refs: dict[str, TensorRef],
+    modules: Mapping[str, nn.Module],
+    config: dict[str, Any],
+    label: str,
+) -> ModulePlan:
+    if len(refs) != 2:
+        raise InvalidAdapter(f"{label}: module {path} lacks a lora_A or lora_B weight")
+    module = modules.get(path)
+    if module is None:
+        raise InvalidAdapter(f"{label}: targets module {path}, which this model does not have")
+    dims = linear_dims(module)
+    if dims is None:
+        raise InvalidAdapter(
+            f"{label}: targets {path}, a {type(module).__name__}; RoleSet adapts Linear and "
+            "Conv1D modules only"
+        )
+    a, b = refs["lora_A"], refs["lora_B"]
+    if (a.shape[1], b.shape[0]) != dims or a.shape[0] != b.shape[1]:
+        raise InvalidAdapter(
+            f"{label}: shape mismatch at {path}: the model's module maps {dims[0]} -> {dims[1]} "
+            f"features, but the adapter has lora_A {list(a.shape)} and lora_B {list(b.shape)} "
+            f"({a.shape[1]} -> {b.shape[0]})"
+        )
+    # rank_pattern / alpha_pattern / rsLoRA: the same rule the registry records at publish.
+    return ModulePlan(path, module, dims[0], dims[1], a, b, _scaling(config, path, a.shape[0]))
+
+
+def plan_adapter(
+    folder: Path,
+    modules: Mapping[str, nn.Module],
+    *,
+    label: str,
+    model: str,
+    allow_base_mismatch: bool,
+) -> AdapterPlan:
+    """Check a fetched version against the model's modules; raise InvalidAdapter on a mismatch."""
+    config = read_config(folder / CONFIG)
+    _check_config(config, label)
+    if not allow_base_mismatch:
+        _check_base(config, model, label)
+    pairs, size = _pairs(folder / WEIGHTS, label)
+    plans = [_module_plan(path, refs, modules, config, label) for path, refs in pairs.items()]
+    return AdapterPlan(folder / WEIGHTS, size, plans)

@@ -1,0 +1,446 @@
+"""RoleSet: pinned adapter versions resident on one model, switched, mixed and batched in place."""
+
+from __future__ import annotations
+
+import logging
+import math
+import queue
+import warnings
+from collections import OrderedDict
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, cast
+
+import torch
+from torch import nn
+
+from registry.cache import Cache
+from registry.errors import IntegrityError, NotFound, RegistryError
+from registry.loader.adapter import AdapterPlan, ModulePlan, model_id, plan_adapter
+from registry.loader.follow import Follower
+from registry.loader.sites import BASE, MIX, ONE, ROWS, Site, State
+from registry.loader.sources import Catalog, Source, lock_source, registry_source
+from registry.lockfile import Lock, read_lock
+from registry.schemas import Resolution
+from registry.settings import Settings
+
+BASE_NAME = "__base__"
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class _Role:
+    slot: int
+    resolution: Resolution
+    sites: list[Site] = field(default_factory=list)
+
+
+# Buffers made or changed under torch.inference_mode() would refuse later in-place updates
+# (and autograd) outside it; whatever mode the caller is in, RoleSet keeps normal tensors.
+_normal_tensors = torch.inference_mode(False)
+
+
+def _default_name(resolution: Resolution) -> str:
+    if resolution.namespace == "default":
+        return resolution.name
+    return f"{resolution.namespace}/{resolution.name}"
+
+
+def _model_dtype(model: nn.Module) -> torch.dtype:
+    dtype = getattr(model, "dtype", None)
+    if isinstance(dtype, torch.dtype) and dtype.is_floating_point:
+        return dtype
+    return next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
+
+
+def _model_device(model: nn.Module) -> torch.device:
+    return next((p.device for p in model.parameters()), torch.device("cpu"))
+
+
+class RoleSet:
+    """Adapters made resident once on a model's device; switching writes one index.
+
+    Not thread-safe: one RoleSet serves one model, one request at a time (as PEFT does).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        registry: Catalog | None = None,
+        lock: Lock | str | Path | None = None,
+        device: torch.device | str | None = None,
+        max_resident: int | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        """Hook nothing yet; index the model's modules once (the only walk of its tree).
+
+        Args:
+            model: a transformers model without PEFT layers.
+            registry: where specs resolve; ``None`` means ``Registry()`` (``STANCE_*`` settings).
+            lock: a ``stance.lock`` (path or ``Lock``): versions come from it alone, verified
+                from the cache, with no catalog; ``registry`` then only fetches missing blobs.
+            device: where adapter weights live; default: each adapted module's own device.
+            max_resident: evict the least recently used inactive role beyond this many.
+            dtype: adapter weights' dtype; default: the model's.
+        """
+        if max_resident is not None and max_resident < 1:
+            raise RegistryError(f"max_resident must be at least 1, got {max_resident}")
+        if hasattr(model, "peft_config"):
+            raise RegistryError(
+                "RoleSet injects adapters itself: pass the base model, not a PEFT-wrapped one "
+                "(PeftModel.unload() returns it)"
+            )
+        self._owned: Catalog | None = None
+        self._source: Source
+        if lock is not None:
+            locked = lock if isinstance(lock, Lock) else read_lock(Path(lock))
+            cache = registry.cache if registry is not None else Cache(Settings().cache_dir)
+            opener = registry.open_blob if registry is not None else None
+            self._source = lock_source(locked, cache, opener)
+        else:
+            if registry is None:
+                from registry import Registry
+
+                registry = self._owned = Registry()
+            self._source = registry_source(registry)
+        self.registry = registry
+        self.model = model
+        self.max_resident = max_resident
+        self._updates: queue.SimpleQueue[tuple[str, Resolution, Path]] = queue.SimpleQueue()
+        self._modules: dict[str, nn.Module] = dict(model.named_modules())
+        self._model_id = model_id(model)
+        self._device = torch.device(device) if device is not None else None
+        self._dtype = dtype or _model_dtype(model)
+        self._pin = (self._device or _model_device(model)).type == "cuda"
+        self._state = State()
+        self._sites: dict[str, Site] = {}
+        self._roles: OrderedDict[str, _Role] = OrderedDict()  # least recently used first
+        self._slots = 1 + (max_resident or 4)  # slot 0 is the base model: zeros everywhere
+        self._free = list(range(self._slots - 1, 0, -1))
+        self._active: str | dict[str, float] | None = None
+        self._staging: torch.Tensor | None = None
+
+    def __repr__(self) -> str:
+        return f"RoleSet(resident={list(self._roles)}, active={self._active!r})"
+
+    def __len__(self) -> int:
+        return len(self._roles)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._roles
+
+    def __enter__(self) -> RoleSet:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    @property
+    def active(self) -> str | dict[str, float] | None:
+        """The active role's name, the active mixture's weights, or None for the base model."""
+        return dict(self._active) if isinstance(self._active, dict) else self._active
+
+    @property
+    def resident(self) -> dict[str, Resolution]:
+        """Each resident role's pinned version, least recently used first."""
+        return {name: role.resolution for name, role in self._roles.items()}
+
+    @_normal_tensors
+    def load(self, spec: str, name: str | None = None, *, allow_base_mismatch: bool = False) -> str:
+        """Make ``spec``'s version resident under ``name``; the same digest again is a no-op.
+
+        Args:
+            spec: ``[namespace/]name[@selector]``, resolved now and pinned to its digest.
+            name: the role's name; default: the adapter's name (``ns/name`` outside the default
+                namespace). A new version under a resident name replaces it (and stays active
+                if it was).
+            allow_base_mismatch: load onto a model whose id differs from the adapter's base
+                model (module shapes are checked regardless).
+
+        Returns:
+            The role's name.
+
+        Raises:
+            NotFound: no such adapter or version.
+            InvalidAdapter: another base model, a missing module, a shape mismatch, or a LoRA
+                variant RoleSet does not run (DoRA, LoRA bias, modules_to_save...).
+            RegistryError: ``max_resident`` roles are resident and all of them are active.
+        """
+        resolution, folder = self._source(spec)
+        return self._install(resolution, folder, name, allow_base_mismatch=allow_base_mismatch)
+
+    @_normal_tensors
+    def _install(
+        self, resolution: Resolution, folder: Path, name: str | None, *, allow_base_mismatch: bool
+    ) -> str:
+        name = name or _default_name(resolution)
+        if name == BASE_NAME:
+            raise RegistryError(f"{BASE_NAME!r} names the base model; pick another role name")
+        old = self._roles.get(name)
+        if old is not None and old.resolution.digest == resolution.digest:
+            self._roles.move_to_end(name)
+            return name
+        if resolution.yanked:
+            reason = resolution.yanked_reason or "no reason given"
+            warnings.warn(f"{resolution.spec} is yanked: {reason}", UserWarning, stacklevel=2)
+        plan = plan_adapter(
+            folder,
+            self._modules,
+            label=resolution.spec,
+            model=self._model_id,
+            allow_base_mismatch=allow_base_mismatch,
+        )
+        if old is None:
+            self._make_room()
+        role = _Role(self._claim(), resolution)
+        self._copy(plan, role)
+        self._roles[name] = role
+        self._roles.move_to_end(name)
+        if old is not None:
+            self._release(old)
+            if self._active == name:
+                self._state.slot = role.slot
+            elif isinstance(self._active, dict) and name in self._active:
+                self.mix(self._active)
+        return name
+
+    def switch(self, name: str | None) -> None:
+        """Activate one resident role (``None`` or ``"__base__"``: the bare base model).
+
+        Costs the same with 2 or 200 roles resident: it writes the index every hook reads;
+        nothing is allocated and no module is visited.
+
+        Raises:
+            NotFound: ``name`` is not resident.
+        """
+        state = self._state
+        if name is None or name == BASE_NAME:
+            state.mode, self._active = BASE, None
+            return
+        role = self._role(name)
+        self._roles.move_to_end(name)
+        state.slot = role.slot
+        state.mode, self._active = ONE, name
+
+    @_normal_tensors
+    def mix(self, weights: Mapping[str, float]) -> None:
+        """Activate a weighted mixture, exactly PEFT's ``add_weighted_adapter(..., "cat")``.
+
+        The update is ``sum_i w_i * scaling_i * B_i @ A_i`` (concatenated ranks), built once
+        here; the roles stay resident and can be switched to on their own.
+
+        Raises:
+            NotFound: a role is not resident.
+            RegistryError: no roles, or a weight that is not a finite number.
+        """
+        if not weights:
+            raise RegistryError("mix needs at least one role and its weight")
+        parts = []
+        for name, weight in weights.items():
+            value = float(weight)
+            if not math.isfinite(value):
+                raise RegistryError(f"mix weight of {name!r} must be finite, got {weight!r}")
+            parts.append((self._role(name).slot, value))
+        for site in self._sites.values():
+            site.set_mix(parts)
+        for name in weights:
+            self._roles.move_to_end(name)
+        self._state.mode, self._active = MIX, dict(weights)
+
+    @_normal_tensors
+    def unload(self, name: str) -> None:
+        """Free a role's slot for the next load; if it was active, the base model is active.
+
+        Raises:
+            NotFound: ``name`` is not resident.
+        """
+        role = self._role(name)
+        if name in self._busy():
+            self._deactivate()
+        del self._roles[name]
+        self._release(role)
+
+    def follow(self, spec: str, *, name: str | None = None, interval: float = 5.0) -> Follower:
+        """Keep role ``name`` on whatever ``spec`` (e.g. ``curious@prod``) resolves to.
+
+        A background thread polls the registry (conditional requests); when the answer moves it
+        fetches and verifies the new version, and the next ``forward``/``generate`` call swaps it
+        in before it runs. Failures keep the old version active and are logged.
+        """
+        poll = getattr(self.registry, "poll", None)
+        if poll is None:
+            raise RegistryError("follow needs a registry to watch, not only a lock file")
+        role = self.load(spec, name)
+        current = self._roles[role].resolution
+        registry = cast(Catalog, self.registry)
+        return Follower(
+            spec,
+            role,
+            poll=poll,
+            prepare=lambda found: registry.cache.version(found, registry.open_blob),
+            deliver=lambda found, folder: self._updates.put((role, found, folder)),
+            digest=current.digest,
+            interval=interval,
+        )
+
+    def apply_updates(self) -> list[str]:
+        """Swap in versions that followers have fetched and verified; the roles updated.
+
+        Called by ``forward`` and ``generate`` before they run, so no pass sees half a swap;
+        call it yourself if you drive ``roles.model`` directly.
+        """
+        updated = []
+        while not self._updates.empty():
+            name, found, folder = self._updates.get_nowait()
+            try:
+                self._install(found, folder, name, allow_base_mismatch=False)
+            except RegistryError as exc:
+                log.warning("keeping %s: cannot load %s: %s", name, found.spec, exc)
+            else:
+                updated.append(name)
+        return updated
+
+    def forward(self, *args: Any, adapter_names: Sequence[str] | None = None, **kwargs: Any) -> Any:
+        """The model's forward; ``adapter_names`` gives each row its role (``"__base__"``: none)."""
+        if not self._updates.empty():
+            self.apply_updates()
+        if adapter_names is None:
+            return self.model(*args, **kwargs)
+        with self._batch(adapter_names, expand=False):
+            return self.model(*args, **kwargs)
+
+    __call__ = forward
+
+    def generate(
+        self, *args: Any, adapter_names: Sequence[str] | None = None, **kwargs: Any
+    ) -> Any:
+        """``model.generate``; ``adapter_names`` as in ``forward``, repeated for beams/samples."""
+        if not self._updates.empty():
+            self.apply_updates()
+        generate: Callable[..., Any] = self.model.generate  # type: ignore[assignment]
+        if adapter_names is None:
+            return generate(*args, **kwargs)
+        with self._batch(adapter_names, expand=True):
+            return generate(*args, **kwargs)
+
+    def close(self) -> None:
+        """Remove every hook and free every buffer: the model is the bare base model again."""
+        if self._owned is not None:
+            self._owned.close()
+        for site in self._sites.values():
+            site.handle.remove()
+        self._sites.clear()
+        self._roles.clear()
+        self._state.mode, self._active = BASE, None
+        self._staging = None
+
+    def _role(self, name: str) -> _Role:
+        role = self._roles.get(name)
+        if role is None:
+            resident = ", ".join(self._roles) or "none"
+            raise NotFound(f"role {name!r} is not resident (resident: {resident})")
+        return role
+
+    def _busy(self) -> set[str]:
+        active = self._active
+        return set(active) if isinstance(active, dict) else {active} if active else set()
+
+    def _deactivate(self) -> None:
+        self.switch(None)
+        for site in self._sites.values():
+            site.mix = None
+
+    def _make_room(self) -> None:
+        """Evict the least recently used inactive role when ``max_resident`` is reached."""
+        if self.max_resident is None or len(self._roles) < self.max_resident:
+            return
+        busy = self._busy()
+        victim = next((name for name in self._roles if name not in busy), None)
+        if victim is None:
+            raise RegistryError(
+                f"max_resident={self.max_resident} roles are resident and all are active; "
+                "switch away from one or unload it first"
+            )
+        self._release(self._roles.pop(victim))
+
+    def _claim(self) -> int:
+        """A free slot; when none is left every site doubles its slots (at load, never switch)."""
+        if not self._free:
+            grown = 2 * self._slots
+            for site in self._sites.values():
+                site.resize(grown, site.a.shape[1])
+            self._free = list(range(grown - 1, self._slots - 1, -1))
+            self._slots = grown
+        return self._free.pop()
+
+    def _release(self, role: _Role) -> None:
+        for site in role.sites:
+            site.clear(role.slot)
+        self._free.append(role.slot)
+
+    def _site(self, plan: ModulePlan) -> Site:
+        site = self._sites.get(plan.path)
+        if site is None:
+            weight = getattr(plan.module, "weight", None)
+            home = weight.device if isinstance(weight, torch.Tensor) else torch.device("cpu")
+            site = Site(
+                plan.module,
+                plan.d_in,
+                plan.d_out,
+                slots=self._slots,
+                rank=plan.rank,
+                device=self._device or home,
+                dtype=self._dtype,
+                state=self._state,
+            )
+            self._sites[plan.path] = site
+        return site
+
+    def _copy(self, plan: AdapterPlan, role: _Role) -> None:
+        """Read the file once, then copy each lora_A/lora_B straight into the role's slot."""
+        try:
+            data = self._read(plan.weights, plan.size)
+            for module in plan.modules:
+                site = self._site(module)
+                role.sites.append(site)
+                site.put(role.slot, module.a.view(data), module.b.view(data), module.scaling)
+            # The staging buffer is reused: wait for the asynchronous host-to-GPU copies.
+            for device in {site.a.device for site in role.sites if site.a.is_cuda}:
+                torch.cuda.current_stream(device).synchronize()
+        except BaseException:
+            self._release(role)
+            raise
+
+    def _read(self, path: Path, size: int) -> torch.Tensor:
+        """The whole file in one reusable host buffer, page-locked when the copies go to a GPU."""
+        if self._staging is None or self._staging.numel() < size:
+            self._staging = torch.empty(size, dtype=torch.uint8, pin_memory=self._pin)
+        data = self._staging[:size]
+        view = data.numpy().data
+        with path.open("rb", buffering=0) as fh:
+            done = 0
+            while done < size:
+                got = fh.readinto(view[done:])
+                if not got:
+                    raise IntegrityError(f"{path}: file ended after {done} of {size} bytes")
+                done += got
+        return data
+
+    @contextmanager
+    def _batch(self, names: Sequence[str], *, expand: bool) -> Iterator[None]:
+        if not names:
+            raise RegistryError("adapter_names must name one role (or '__base__') per row")
+        rows = [0 if name == BASE_NAME else self._role(name).slot for name in names]
+        for name in set(names) - {BASE_NAME}:
+            self._roles.move_to_end(name)
+        state = self._state
+        saved = state.mode
+        state.set_rows(rows, expand=expand)
+        state.mode = ROWS
+        try:
+            yield
+        finally:
+            state.mode = saved
+            state.set_rows([], expand=False)
