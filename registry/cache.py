@@ -40,6 +40,7 @@ class Cache:
     def __init__(self, root: Path) -> None:
         self.root = root
         self._verified: set[str] = set()
+        self._remembered: dict[str, Resolution] = {}
 
     def blob_path(self, digest: str) -> Path:
         return self.root / "blobs" / _hex(digest)
@@ -114,6 +115,9 @@ class Cache:
 
     def remember(self, spec: str, resolution: Resolution) -> None:
         """Record what ``spec`` resolved to: a pinned service can start with the registry down."""
+        if self._remembered.get(spec) == resolution:
+            return  # loads repeat the same answer; rewrite the file only when it changes
+        self._remembered[spec] = resolution
         self.root.mkdir(parents=True, exist_ok=True)
         path = self.root / "resolutions.json"
         with FileLock(self.root / "resolutions.lock"):
