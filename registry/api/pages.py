@@ -62,8 +62,11 @@ def adapter_page(request: Request, session: SessionDep, namespace: str, name: st
     by_version: dict[str, list[str]] = {}
     for alias in detail.aliases:
         by_version.setdefault(alias.version, []).append(alias.name)
+    history = queries.alias_history(session, f"{namespace}/{name}")
     return templates.TemplateResponse(
-        request, "adapter.html", {"adapter": detail, "aliases_of": by_version}
+        request,
+        "adapter.html",
+        {"adapter": detail, "aliases_of": by_version, "history": history},
     )
 
 

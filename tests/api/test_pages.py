@@ -57,6 +57,9 @@ def test_search_follow_and_read_a_version(
     page.wait_for_url("**/adapters/default/curious-uncertainty")
     versions = page.locator("#versions").inner_text()
     assert "yanked: regressed on the eval" in versions and "prod" in versions
+    history = page.locator("#alias-history tr")
+    assert history.count() == 2 and "prod" in history.nth(1).inner_text()
+    assert "1.2.0" in history.nth(1).inner_text()
 
     page.click("#versions >> text=1.2.0")
     page.wait_for_url("**/adapters/default/curious-uncertainty/1.2.0")
