@@ -94,6 +94,11 @@ def fill(url: str, versions: int) -> None:
                 "ORDER BY v.major DESC, v.minor DESC, v.patch DESC LIMIT 1)"
             )
         )
+    # A catalog that has lived has planner statistics (PostgreSQL's autovacuum analyses it;
+    # SQLite's come from ANALYZE / PRAGMA optimize): without them both pick sequential scans.
+    with engine.connect() as conn:
+        conn.exec_driver_sql("ANALYZE")
+        conn.commit()
     engine.dispose()
 
 
