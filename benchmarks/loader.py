@@ -36,27 +36,19 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))  # run from a checkout without installing the package
 
 from peft import LoraConfig, PeftModel, get_peft_model  # noqa: E402
-from transformers import LlamaConfig, LlamaForCausalLM  # noqa: E402
+from transformers import LlamaForCausalLM  # noqa: E402
 
+from examples.stances import BASE_MODEL as HUB_ID  # noqa: E402
+from examples.stances import SMOLLM2_135M  # noqa: E402
 from registry.loader import RoleSet  # noqa: E402
 from registry.local import LocalRegistry  # noqa: E402
 from registry.settings import Settings  # noqa: E402
 
-HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
 COUNTS = (2, 10, 50)
 
 
 def smollm2_shaped(device: str) -> LlamaForCausalLM:
-    config = LlamaConfig(
-        hidden_size=576,
-        intermediate_size=1536,
-        num_hidden_layers=30,
-        num_attention_heads=9,
-        num_key_value_heads=3,
-        vocab_size=49152,
-        max_position_embeddings=8192,
-        tie_word_embeddings=True,
-    )
+    config = copy.deepcopy(SMOLLM2_135M)
     config.name_or_path = HUB_ID
     torch.manual_seed(0)
     return LlamaForCausalLM(config).to(device).eval()

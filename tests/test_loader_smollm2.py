@@ -10,10 +10,10 @@ import pytest
 import torch
 from peft import PeftModel
 
+from examples.smollm2 import HUB_ID, smollm2
 from registry.loader import RoleSet
 from registry.local import LocalRegistry
 from tests.factories import make_adapter
-from tests.smollm2 import HUB_ID, smollm2
 
 pytestmark = pytest.mark.slow
 

