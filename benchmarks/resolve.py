@@ -51,6 +51,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))  # run from a checkout without installing the package
 
+from synthetic import random_factors, write_adapter  # noqa: E402
+
 STANCE = Path(sys.executable).with_name("stance")
 MLFLOW_VENV = ROOT / ".venv-mlflow"
 MLFLOW = MLFLOW_VENV / "bin" / "mlflow"
@@ -71,33 +73,13 @@ QUIET_ENV = {"MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true"}
 
 
 def synthesise_adapter(dest: Path, *, layers: int = 4, width: int = 256, r: int = 8) -> Path:
-    """A valid PEFT LoRA folder (q/v rank-8, float32) written with safetensors.numpy, no torch."""
+    """A valid PEFT LoRA folder (q/v, float32) written with safetensors.numpy, no torch."""
     import numpy as np
-    from safetensors.numpy import save_file
 
-    rng = np.random.default_rng(0)
-    tensors = {}
-    for layer in range(layers):
-        for module in ("q_proj", "v_proj"):
-            key = f"base_model.model.model.layers.{layer}.self_attn.{module}"
-            tensors[f"{key}.lora_A.weight"] = rng.standard_normal((r, width), dtype=np.float32)
-            tensors[f"{key}.lora_B.weight"] = 0.01 * rng.standard_normal(
-                (width, r), dtype=np.float32
-            )
-    dest.mkdir(parents=True)
-    save_file(tensors, str(dest / "adapter_model.safetensors"))
-    config = {
-        "peft_type": "LORA",
-        "task_type": "CAUSAL_LM",
-        "r": r,
-        "lora_alpha": 16,
-        "lora_dropout": 0.0,
-        "bias": "none",
-        "target_modules": ["q_proj", "v_proj"],
-        "base_model_name_or_path": "HuggingFaceTB/SmolLM2-135M-Instruct",
-    }
-    (dest / "adapter_config.json").write_text(json.dumps(config, indent=2))
-    return dest
+    factors = random_factors(np.random.default_rng(0), d_in=width, r=r)
+    return write_adapter(
+        dest, factors, layers=layers, widths={"q_proj": width, "v_proj": width}, r=r
+    )
 
 
 def seed_ours(home: Path, work: Path) -> None:

@@ -11,7 +11,6 @@ and brute force (exact cosine against every candidate's weights). Medians of rep
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import tempfile
@@ -20,42 +19,29 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-from safetensors.numpy import save_file
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from synthetic import HIDDEN, LAYERS, R, write_adapter  # noqa: E402
 
 from registry import analysis, queries  # noqa: E402
 from registry.fingerprint import similarity  # noqa: E402
 from registry.local import LocalRegistry  # noqa: E402
 from registry.settings import Settings  # noqa: E402
 
-LAYERS, HIDDEN, KV, R = 30, 576, 192, 8
-BASE = "HuggingFaceTB/SmolLM2-135M-Instruct"
-
 
 def synth(folder: Path, rng: np.random.Generator, family: np.ndarray, mix: float) -> Path:
-    """A PEFT-layout adapter: lora_B mixes a shared family direction with its own noise."""
-    folder.mkdir(parents=True)
-    tensors = {}
-    for layer in range(LAYERS):
-        for module, out in (("q_proj", HIDDEN), ("v_proj", KV)):
-            key = f"base_model.model.model.layers.{layer}.self_attn.{module}"
-            tensors[f"{key}.lora_A.weight"] = family[layer, : R * HIDDEN].reshape(R, HIDDEN)
-            own = rng.standard_normal((out, R)).astype(np.float32)
-            tensors[f"{key}.lora_B.weight"] = (
-                mix * family[layer, : out * R].reshape(out, R) + (1 - mix) * own
-            ) * 0.01
-    save_file(tensors, str(folder / "adapter_model.safetensors"))
-    config = {
-        "peft_type": "LORA",
-        "r": R,
-        "lora_alpha": 16,
-        "target_modules": ["q_proj", "v_proj"],
-        "base_model_name_or_path": BASE,
-    }
-    (folder / "adapter_config.json").write_text(json.dumps(config))
-    return folder
+    """An adapter whose lora_B mixes a shared family direction with its own noise."""
+
+    def factors(layer: int, _module: str, out: int) -> tuple[np.ndarray, np.ndarray]:
+        own = rng.standard_normal((out, R)).astype(np.float32)
+        shared = family[layer, : out * R].reshape(out, R)
+        return family[layer, : R * HIDDEN].reshape(R, HIDDEN), (
+            mix * shared + (1 - mix) * own
+        ) * 0.01
+
+    return write_adapter(folder, factors)
 
 
 def median_s(fn: Callable[[], object], repeat: int) -> float:

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
 import os
 import platform
 import shutil
@@ -39,13 +38,14 @@ from pathlib import Path
 import numpy as np
 from boto3.s3.transfer import TransferConfig
 from safetensors import safe_open
-from safetensors.numpy import save_file
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))  # run from a checkout without installing the package
 
 os.environ["HF_HUB_OFFLINE"] = "1"  # before huggingface_hub is imported: it reads it once
+
+from synthetic import LAYERS, random_factors, write_adapter  # noqa: E402
 
 from registry.cache import Cache  # noqa: E402
 from registry.local import LocalRegistry  # noqa: E402
@@ -55,7 +55,6 @@ from registry.stores.s3 import S3Store  # noqa: E402
 from tests.stores.s3_server import MotoServer  # noqa: E402
 
 MiB = 1024 * 1024
-LAYERS, HIDDEN, KV, R = 30, 576, 192, 8
 FILES = ("adapter_config.json", "adapter_model.safetensors")
 
 
@@ -115,24 +114,7 @@ def cold_pull(store: S3Store, scratch: Path, size: int, repeat: int) -> list[flo
 
 def synth_adapter(folder: Path) -> Path:
     """A SmolLM2-135M-shaped q/v rank-8 adapter in PEFT's file layout."""
-    rng = np.random.default_rng(1)
-    folder.mkdir(parents=True)
-    tensors = {}
-    for layer in range(LAYERS):
-        for module, out in (("q_proj", HIDDEN), ("v_proj", KV)):
-            key = f"base_model.model.model.layers.{layer}.self_attn.{module}"
-            tensors[f"{key}.lora_A.weight"] = rng.standard_normal((R, HIDDEN), np.float32)
-            tensors[f"{key}.lora_B.weight"] = rng.standard_normal((out, R), np.float32) * 0.01
-    save_file(tensors, str(folder / "adapter_model.safetensors"))
-    config = {
-        "peft_type": "LORA",
-        "r": R,
-        "lora_alpha": 16,
-        "target_modules": ["q_proj", "v_proj"],
-        "base_model_name_or_path": "HuggingFaceTB/SmolLM2-135M-Instruct",
-    }
-    (folder / "adapter_config.json").write_text(json.dumps(config))
-    return folder
+    return write_adapter(folder, random_factors(np.random.default_rng(1)))
 
 
 def hub_cache(root: Path, repo: str, folder: Path) -> Path:
