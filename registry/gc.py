@@ -8,8 +8,10 @@ are in the store, young, and not referenced *yet*; keep it longer than the slowe
 Order matters: the store is listed *before* the catalog is read, so a version committed between
 the two steps is seen as referencing its blobs. What remains is a narrow race that the grace
 period alone cannot close: a publish of bytes identical to an old unreferenced blob finds the
-blob present (no re-upload), and a collection that listed it before that publish committed may
-still delete it. ``stance verify`` detects such a version; re-publishing repairs it.
+blob present (no re-upload). The local store then makes the blob young again, so only a
+collection that listed it in the moment before can still delete it (on S3 that refresh would
+cost a copy, so there the window is the whole collection). ``stance verify`` detects such a
+version; publishing it again re-uploads the blob.
 """
 
 from __future__ import annotations

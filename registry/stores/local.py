@@ -26,6 +26,9 @@ class LocalStore:
     def put(self, digest: str, source: BinaryIO) -> None:
         target = self._path(digest)
         if target.exists():
+            # Re-publishing bytes gc may be about to collect: make them young again, so the
+            # grace period protects this publish as it protects a fresh upload.
+            os.utime(target)
             return
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".incoming-")

@@ -161,3 +161,17 @@ def test_local_sweep_removes_killed_uploads_only(tmp_path: Path) -> None:
     assert store.sweep(cutoff, dry_run=True) == 1 and leftover.exists()  # type: ignore[attr-defined]
     assert store.sweep(cutoff) == 1  # type: ignore[attr-defined]
     assert not leftover.exists() and fresh.exists() and store.exists(DIGEST)
+
+
+def test_local_put_of_an_existing_blob_makes_it_young_again(tmp_path: Path) -> None:
+    """gc's grace period must protect a re-publish of bytes that were about to be collected."""
+    import os
+
+    store = open_store((tmp_path / "blobs").as_uri())
+    store.put(DIGEST, io.BytesIO(DATA))
+    hexdigest = DIGEST.removeprefix("sha256:")
+    path = tmp_path / "blobs" / "sha256" / hexdigest[:2] / hexdigest[2:4] / hexdigest
+    os.utime(path, (1_000_000, 1_000_000))
+    store.put(DIGEST, io.BytesIO(DATA))
+    (blob,) = store.iter()
+    assert blob.modified.timestamp() > 1_000_000 + 3600
