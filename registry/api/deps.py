@@ -1,4 +1,4 @@
-"""Request dependencies: sessions (read, or write with commit/rollback at the edge), the store."""
+"""Request dependencies: the app's state and read sessions (write sessions: registry.api.auth)."""
 
 from __future__ import annotations
 
