@@ -28,6 +28,7 @@ from registry.settings import Settings
 
 BASE_NAME = "__base__"
 log = logging.getLogger(__name__)
+PLANS_KEPT = 64
 
 
 @dataclass
@@ -108,6 +109,7 @@ class RoleSet:
         self.registry = registry
         self.model = model
         self.max_resident = max_resident
+        self._plans: OrderedDict[tuple[str, bool], AdapterPlan] = OrderedDict()
         self._updates: queue.SimpleQueue[tuple[str, Resolution, Path]] = queue.SimpleQueue()
         self._modules: dict[str, nn.Module] = dict(model.named_modules())
         self._model_id = model_id(model)
@@ -185,13 +187,7 @@ class RoleSet:
         if resolution.yanked:
             reason = resolution.yanked_reason or "no reason given"
             warnings.warn(f"{resolution.spec} is yanked: {reason}", UserWarning, stacklevel=2)
-        plan = plan_adapter(
-            folder,
-            self._modules,
-            label=resolution.spec,
-            model=self._model_id,
-            allow_base_mismatch=allow_base_mismatch,
-        )
+        plan = self._plan(resolution, folder, allow_base_mismatch=allow_base_mismatch)
         if old is None:
             self._make_room()
         role = _Role(self._claim(), resolution)
@@ -205,6 +201,27 @@ class RoleSet:
             elif isinstance(self._active, dict) and name in self._active:
                 self.mix(self._active)
         return name
+
+    def _plan(
+        self, resolution: Resolution, folder: Path, *, allow_base_mismatch: bool
+    ) -> AdapterPlan:
+        """The checked copy plan of a version; versions are immutable, so it is kept by digest
+        (reloading an evicted role then costs little more than reading its bytes)."""
+        key = (resolution.digest, allow_base_mismatch)
+        plan = self._plans.get(key)
+        if plan is None or plan.weights.parent != folder:
+            plan = plan_adapter(
+                folder,
+                self._modules,
+                label=resolution.spec,
+                model=self._model_id,
+                allow_base_mismatch=allow_base_mismatch,
+            )
+            self._plans[key] = plan
+            while len(self._plans) > PLANS_KEPT:
+                self._plans.popitem(last=False)
+        self._plans.move_to_end(key)
+        return plan
 
     def switch(self, name: str | None) -> None:
         """Activate one resident role (``None`` or ``"__base__"``: the bare base model).
