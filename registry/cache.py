@@ -3,12 +3,14 @@
 Layout under ``<home>/cache`` (pinned by a test; other tools may read it):
 
     blobs/<hex>                               read-only, verified against its digest on write
+    blobs/.<hex>.partial                      a download in progress, or cut short (resumable)
     versions/<namespace>/<name>/<version>/    one symlink per file, into blobs/
     locks/<hex>.lock                          a cross-process lock per blob (a courtesy)
     resolutions.json                          the last resolution of each spec (offline start)
 
-Writes go to a unique temporary name and are renamed into place: the lock stops two processes
-downloading the same blob twice; the rename is the guarantee that nobody sees half a file.
+Downloads go to a partial file and are renamed into place once verified: the lock stops two
+processes downloading the same blob twice; the rename is the guarantee that nobody sees half a
+file (and a partial file never passes for a blob: its bytes are hashed to the end).
 """
 
 from __future__ import annotations
@@ -23,11 +25,12 @@ from typing import BinaryIO
 
 from filelock import FileLock
 
-from registry.errors import IntegrityError
+from registry.errors import IntegrityError, Unreachable
 from registry.manifest import CHUNK, FileEntry
 from registry.schemas import Resolution
 
 Opener = Callable[[str], BinaryIO]
+Resume = Callable[[str, int], BinaryIO]  # (digest, offset): the rest of a blob
 
 
 def _hex(digest: str) -> str:
@@ -45,30 +48,48 @@ class Cache:
     def blob_path(self, digest: str) -> Path:
         return self.root / "blobs" / _hex(digest)
 
-    def _write(self, entry: FileEntry, opener: Opener) -> None:
+    def _write(self, entry: FileEntry, opener: Opener, resume: Resume | None) -> None:
+        """Download into ``.<hex>.partial`` (under the blob's lock), verify, then rename.
+
+        With ``resume``, a download cut short keeps its partial file and the next attempt asks
+        only for the rest (HTTP Range); the bytes already there are hashed first.
+        """
         target = self.blob_path(entry.digest)
         target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{_hex(entry.digest)[:12]}-")
+        partial = target.parent / f".{_hex(entry.digest)}.partial"
+        hasher, size = hashlib.sha256(), 0
+        if resume is not None and partial.exists() and partial.stat().st_size < entry.size:
+            with partial.open("rb") as done:
+                while chunk := done.read(CHUNK):
+                    hasher.update(chunk)
+                    size += len(chunk)
+            mode, source = "ab", resume(entry.digest, size)
+        else:
+            mode, source = "wb", opener(entry.digest)
         try:
-            hasher, size = hashlib.sha256(), 0
-            with os.fdopen(fd, "wb") as out, opener(entry.digest) as source:
+            with partial.open(mode) as out, source:
                 while chunk := source.read(CHUNK):
                     size += len(chunk)
                     if size > entry.size:  # a store that sends more is wrong; stop filling disk
                         break
                     hasher.update(chunk)
                     out.write(chunk)
-            actual = "sha256:" + hasher.hexdigest()
-            if actual != entry.digest or size != entry.size:
-                raise IntegrityError(
-                    f"{entry.path}: downloaded {size} bytes hashing to {actual}, "
-                    f"expected {entry.size} bytes with {entry.digest}"
-                )
-            os.chmod(tmp, 0o444)
-            os.replace(tmp, target)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        except Unreachable:
+            if resume is None:
+                partial.unlink(missing_ok=True)
+            raise  # with resume, the partial file waits for the next attempt
+        except BaseException:
+            partial.unlink(missing_ok=True)
+            raise
+        actual = "sha256:" + hasher.hexdigest()
+        if actual != entry.digest or size != entry.size:
+            partial.unlink(missing_ok=True)
+            raise IntegrityError(
+                f"{entry.path}: downloaded {size} bytes hashing to {actual}, "
+                f"expected {entry.size} bytes with {entry.digest}"
+            )
+        os.chmod(partial, 0o444)
+        os.replace(partial, target)
 
     def verify(self, entry: FileEntry) -> None:
         """Re-hash a cached blob; raise IntegrityError naming the file and both digests."""
@@ -84,26 +105,27 @@ class Cache:
             )
         self._verified.add(entry.digest)
 
-    def blob(self, entry: FileEntry, opener: Opener) -> Path:
-        """The cached, verified blob of ``entry``, downloaded through ``opener`` when missing."""
+    def blob(self, entry: FileEntry, opener: Opener, resume: Resume | None = None) -> Path:
+        """The cached, verified blob of ``entry``, downloaded through ``opener`` when missing
+        (``resume(digest, offset)``, where the source allows it, continues a broken download)."""
         path = self.blob_path(entry.digest)
         if not path.exists():
             (self.root / "locks").mkdir(parents=True, exist_ok=True)
             with FileLock(self.root / "locks" / f"{_hex(entry.digest)}.lock"):
                 if not path.exists():  # another process may have fetched it meanwhile
-                    self._write(entry, opener)
+                    self._write(entry, opener, resume)
                     self._verified.add(entry.digest)
         if entry.digest not in self._verified:
             self.verify(entry)
         return path
 
-    def version(self, resolution: Resolution, opener: Opener) -> Path:
+    def version(self, resolution: Resolution, opener: Opener, resume: Resume | None = None) -> Path:
         """``versions/<ns>/<name>/<version>/``: the version's files as links into blobs/."""
         folder = self.root / "versions" / resolution.namespace / resolution.name
         folder = folder / resolution.version
         folder.mkdir(parents=True, exist_ok=True)
         for entry in resolution.files:
-            blob = self.blob(entry, opener)
+            blob = self.blob(entry, opener, resume)
             link = folder / entry.path
             if link.is_symlink() and link.resolve() == blob.resolve():
                 continue

@@ -224,8 +224,10 @@ class RemoteRegistry:
             return None, etag
         return Resolution(**response.json()), response.headers.get("etag")
 
-    def open_blob(self, digest: str) -> BinaryIO:
-        request = self.http.build_request("GET", f"/v1/blobs/{digest}")
+    def open_blob(self, digest: str, start: int = 0) -> BinaryIO:
+        """A blob's bytes from ``start`` on (an HTTP Range request resumes a broken download)."""
+        headers = {"Range": f"bytes={start}-"} if start else {}
+        request = self.http.build_request("GET", f"/v1/blobs/{digest}", headers=headers)
         try:
             response = self.http.send(request, stream=True)
         except httpx.TransportError as exc:
@@ -234,18 +236,21 @@ class RemoteRegistry:
             response.read()
             response.close()
             _raise_for_error(response)
-        return cast(BinaryIO, _Body(response))
+        body = _Body(response)
+        if start and response.status_code == 200:  # the server ignored the Range: skip ahead
+            body.read(start)
+        return cast(BinaryIO, body)
 
-    def _opener(self, resolution: Resolution) -> Callable[[str], BinaryIO]:
+    def _opener(self, resolution: Resolution) -> Callable[[str, int], BinaryIO]:
         if not self.progress:
             return self.open_blob
         sizes = {f.digest: (f.path, f.size) for f in resolution.files}
         progress = self.progress
 
-        def opener(digest: str) -> BinaryIO:
+        def opener(digest: str, start: int = 0) -> BinaryIO:
             path, size = sizes[digest]
-            advance = progress.begin(f"download {path}", size)
-            body = self.open_blob(digest)
+            advance = progress.begin(f"download {path}", size - start)
+            body = self.open_blob(digest, start)
             read = body.read
 
             def counted(n: int = -1) -> bytes:
@@ -262,7 +267,8 @@ class RemoteRegistry:
         """The version's files, verified, in the client cache (or copied into ``dest``)."""
         resolution = self.resolve(spec)
         self.cache.remember(spec, resolution)
-        folder = self.cache.version(resolution, self._opener(resolution))
+        opener = self._opener(resolution)
+        folder = self.cache.version(resolution, lambda digest: opener(digest, 0), resume=opener)
         if dest is None:
             return folder
         target = Path(dest)

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from registry.cache import Cache
-from registry.errors import IntegrityError
+from registry.errors import IntegrityError, Unreachable
 from registry.local import LocalRegistry
 from registry.manifest import FileEntry, digest_bytes
 from registry.schemas import Resolution
@@ -102,3 +102,63 @@ def test_two_processes_fetch_one_version_once(
     blobs = registry.settings.cache_dir / "blobs"
     assert len([p for p in blobs.iterdir() if not p.name.startswith(".")]) == 3
     assert not [p for p in blobs.iterdir() if p.name.startswith(".")]  # no temp files left
+
+
+class _Breaks:
+    """A real blob stream that is cut after ``keep`` bytes, as a dropped connection is."""
+
+    def __init__(self, stream, keep: int) -> None:  # noqa: ANN001
+        self.stream, self.left = stream, keep
+
+    def read(self, size: int = -1) -> bytes:
+        if self.left <= 0:
+            raise Unreachable("connection dropped")
+        data = self.stream.read(min(size, self.left) if size > 0 else self.left)
+        self.left -= len(data)
+        return data
+
+    def __enter__(self) -> _Breaks:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stream.__exit__(*exc)
+
+
+def test_a_broken_download_resumes_with_a_range_request(
+    serve,
+    operator,
+    adapters: dict[str, Path],
+    tmp_path: Path,  # noqa: ANN001
+) -> None:
+    from registry.client import RemoteRegistry
+    from registry.settings import Settings
+
+    operator.publish(adapters["curious"], "curious@1.0.0")
+    server = serve()
+    with RemoteRegistry(server.url, settings=Settings(home=tmp_path / "client")) as remote:
+        entry = next(
+            f for f in remote.resolve("curious").files if f.path == "adapter_model.safetensors"
+        )
+        cache = Cache(tmp_path / "cache")
+        offsets: list[int] = []
+
+        def resume(digest: str, start: int):  # noqa: ANN202
+            offsets.append(start)
+            return remote.open_blob(digest, start)
+
+        half = entry.size // 2
+        with pytest.raises(Unreachable, match="connection dropped"):
+            cache.blob(entry, lambda d: _Breaks(remote.open_blob(d), half), resume)
+        partial = cache.blob_path(entry.digest).parent / f".{entry.digest[7:]}.partial"
+        assert partial.stat().st_size == half and not cache.blob_path(entry.digest).exists()
+        path = cache.blob(entry, lambda d: _Breaks(remote.open_blob(d), 0), resume)
+        assert offsets == [half]  # only the rest was asked for
+        assert path.read_bytes() == (adapters["curious"] / entry.path).read_bytes()
+        assert not partial.exists()
+
+
+def test_without_resume_a_broken_download_leaves_nothing(tmp_path: Path) -> None:
+    cache = Cache(tmp_path)
+    with pytest.raises(Unreachable):
+        cache.blob(ENTRY, lambda d: _Breaks(io.BytesIO(DATA), 100))
+    assert [p.name for p in (tmp_path / "blobs").iterdir()] == []
