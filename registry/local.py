@@ -109,12 +109,12 @@ class LocalRegistry:
         """
         resolution = self.resolve(spec)
         if dest is None:
-            return self.cache.version(resolution, self.store.open)
+            return self.cache.version(resolution, self.store.open, resume=self.store.open)
         copy_verified(self.store, resolution.files, Path(dest))
         return Path(dest)
 
-    def open_blob(self, digest: str) -> BinaryIO:
-        return self.store.open(digest)
+    def open_blob(self, digest: str, start: int = 0) -> BinaryIO:
+        return self.store.open(digest, start)
 
     def show(self, spec: str) -> VersionDetail:
         with self.sessions() as session:

@@ -296,7 +296,9 @@ class RoleSet:
             spec,
             role,
             poll=poll,
-            prepare=lambda found: registry.cache.version(found, registry.open_blob),
+            prepare=lambda found: registry.cache.version(
+                found, registry.open_blob, resume=registry.open_blob
+            ),
             deliver=lambda found, folder: self._updates.put((role, found, folder)),
             digest=current.digest,
             interval=interval,

@@ -24,7 +24,7 @@ class Catalog(Protocol):
 
     def resolve(self, spec: str) -> Resolution: ...
 
-    def open_blob(self, digest: str) -> BinaryIO: ...
+    def open_blob(self, digest: str, start: int = 0) -> BinaryIO: ...
 
     def close(self) -> None: ...
 
@@ -48,7 +48,9 @@ def registry_source(registry: Catalog) -> Source:
         else:
             registry.cache.remember(spec, resolution)
         # Not fetch(spec): it would resolve a second time, and could see an alias move between.
-        return resolution, registry.cache.version(resolution, registry.open_blob)
+        return resolution, registry.cache.version(
+            resolution, registry.open_blob, resume=registry.open_blob
+        )
 
     return locate
 

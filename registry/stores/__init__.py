@@ -32,8 +32,8 @@ class Store(Protocol):
     def put(self, digest: str, source: BinaryIO) -> None:
         """Store ``source`` under ``digest``; raise IntegrityError if its bytes hash otherwise."""
 
-    def open(self, digest: str) -> BinaryIO:
-        """A binary stream of the blob; raise NotFound if there is none."""
+    def open(self, digest: str, start: int = 0) -> BinaryIO:
+        """A binary stream of the blob from byte ``start`` on; raise NotFound if there is none."""
 
     def exists(self, digest: str) -> bool: ...
 

@@ -47,11 +47,13 @@ class LocalStore:
             if os.path.exists(tmp):
                 os.unlink(tmp)
 
-    def open(self, digest: str) -> BinaryIO:
+    def open(self, digest: str, start: int = 0) -> BinaryIO:
         try:
-            return self._path(digest).open("rb")
+            stream = self._path(digest).open("rb")
         except FileNotFoundError:
             raise NotFound(f"blob {digest} is not in the store {self.url}") from None
+        stream.seek(start)
+        return stream
 
     def exists(self, digest: str) -> bool:
         return self._path(digest).is_file()

@@ -243,11 +243,13 @@ class S3Store:
             with suppress(ClientError, BotoCoreError):
                 self.client.delete_object(Bucket=self.bucket, Key=incoming)
 
-    def open(self, digest: str) -> BinaryIO:
-        """A streaming, buffered reader of the blob; NotFound if there is none."""
+    def open(self, digest: str, start: int = 0) -> BinaryIO:
+        """A streaming, buffered reader of the blob from ``start`` (a Range GET); NotFound if
+        there is none."""
         what = f"reading blob {digest} from {self.url}"
+        ranged = {"Range": f"bytes={start}-"} if start else {}
         with self._errors(what, self._missing(digest)):
-            response = self.client.get_object(Bucket=self.bucket, Key=self.key(digest))
+            response = self.client.get_object(Bucket=self.bucket, Key=self.key(digest), **ranged)
         return io.BufferedReader(_Body(response["Body"], what, self.bucket), buffer_size=CHUNK)
 
     def exists(self, digest: str) -> bool:

@@ -175,3 +175,12 @@ def test_local_put_of_an_existing_blob_makes_it_young_again(tmp_path: Path) -> N
     store.put(DIGEST, io.BytesIO(DATA))
     (blob,) = store.iter()
     assert blob.modified.timestamp() > 1_000_000 + 3600
+
+
+def test_open_from_an_offset(store: Store) -> None:
+    """What resuming a broken download asks of every backend."""
+    store.put(DIGEST, io.BytesIO(DATA))
+    with store.open(DIGEST, 1000) as fh:
+        assert fh.read() == DATA[1000:]
+    with store.open(DIGEST, 0) as fh:
+        assert fh.read(5) == DATA[:5]
