@@ -26,7 +26,7 @@ from tenacity import (
 from registry.analysis import Diff, SimilarAdapter, compare, read_folder
 from registry.cache import Cache
 from registry.errors import ERRORS_BY_CODE, RegistryError, Unreachable
-from registry.inspect import inspect_dir
+from registry.inspect import check_dir
 from registry.manifest import CHUNK, FileEntry, manifest_of
 from registry.schemas import (
     AdapterDetail,
@@ -137,8 +137,11 @@ class RemoteRegistry:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    def _send(self, method: str, path: str, *, retry: bool = True, **kwargs: Any) -> httpx.Response:
-        """One request; idempotent ones are retried. Errors come back as domain errors."""
+    def _send(
+        self, method: str, path: str, *, retry: bool = True, absent_ok: bool = False, **kwargs: Any
+    ) -> httpx.Response:
+        """One request; idempotent ones are retried. Errors come back as domain errors
+        (``absent_ok``: a 404 is an answer, not an error)."""
 
         def attempt() -> httpx.Response:
             response = self.http.request(method, path, **kwargs)
@@ -158,7 +161,8 @@ class RemoteRegistry:
             response = exc.response
         except httpx.TransportError as exc:
             raise Unreachable(f"cannot reach the registry at {self.url}: {exc}") from exc
-        _raise_for_error(response)
+        if not (absent_ok and response.status_code == 404):
+            _raise_for_error(response)
         return response
 
     def _json(self, method: str, path: str, **kwargs: Any) -> Any:
@@ -188,13 +192,14 @@ class RemoteRegistry:
         namespace, name, version = parse_publish_target(target)
         if alias is not None:
             validate_alias(alias)
-        # Quick local feedback before any upload; the server inspects the files again.
-        inspection = inspect_dir(Path(folder), max_weights_bytes=self.settings.max_weights_bytes)
-        manifest = manifest_of(inspection.files)
+        # Quick local feedback before any upload (validation only: the metadata is the server's
+        # to compute, from the files it receives).
+        files = check_dir(Path(folder), max_weights_bytes=self.settings.max_weights_bytes)
+        manifest = manifest_of(files)
         for entry in manifest.files:
-            exists = self.http.head(f"/v1/blobs/{entry.digest}").status_code == 200
-            if not exists:
-                self._upload(entry, inspection.files[entry.path])
+            head = self._send("HEAD", f"/v1/blobs/{entry.digest}", absent_ok=True)
+            if head.status_code == 404:
+                self._upload(entry, files[entry.path])
         body = {
             "version": str(version),
             "files": [f.model_dump() for f in manifest.files],

@@ -258,6 +258,11 @@ def _parse(folder: Path, *, max_weights_bytes: int) -> _Parsed:
     return _Parsed(config, weights, modules, files)
 
 
+def check_dir(folder: Path, *, max_weights_bytes: int = 4 * 1024**3) -> dict[str, Path]:
+    """Validate a folder as ``inspect_dir`` does, without the metadata; the files to publish."""
+    return _parse(folder, max_weights_bytes=max_weights_bytes).files
+
+
 def read_modules(folder: Path, *, max_weights_bytes: int = 4 * 1024**3) -> list[LoraModule]:
     """The validated LoRA modules of a folder, without computing any metadata."""
     return _parse(folder, max_weights_bytes=max_weights_bytes).modules

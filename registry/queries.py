@@ -95,8 +95,9 @@ def _versions(spec: Spec) -> Select[Version]:
 def _select(session: Session, spec: Spec) -> Version | None:
     match spec.kind:
         case SelectorKind.LATEST:
-            query = _versions(spec).where(~Version.yanked, ~Version.prerelease)
-            return session.scalars(query.order_by(*_release_order()).limit(1)).first()
+            # The pointer the service keeps on publish, yank and unyank (one indexed join).
+            query = _versions(spec).where(Version.id == Adapter.latest_version_id)
+            return session.scalars(query).first()
         case SelectorKind.EXACT:
             return session.scalars(_versions(spec).where(Version.version == spec.selector)).first()
         case SelectorKind.RANGE:
@@ -216,7 +217,7 @@ def adapter_detail(session: Session, ref: str) -> AdapterDetail:
     aliases = session.scalars(
         select(Alias).where(Alias.adapter_id == adapter.id).order_by(Alias.name)
     ).all()
-    latest = latest_release(session, adapter)
+    latest = next((v for v in versions if v.id == adapter.latest_version_id), None)
     return AdapterDetail(
         namespace=namespace,
         name=name,
