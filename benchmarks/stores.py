@@ -52,7 +52,7 @@ from registry.local import LocalRegistry  # noqa: E402
 from registry.manifest import FileEntry, digest_bytes, digest_file  # noqa: E402
 from registry.settings import Settings  # noqa: E402
 from registry.stores.s3 import S3Store  # noqa: E402
-from tests.stores.s3_server import MotoServer  # noqa: E402
+from tests.child_server import moto_server  # noqa: E402
 
 MiB = 1024 * 1024
 FILES = ("adapter_config.json", "adapter_model.safetensors")
@@ -194,7 +194,7 @@ def main() -> None:
     )
     with tempfile.TemporaryDirectory(prefix="stance-bench-") as tmp:
         scratch = Path(tmp)
-        with MotoServer(scratch / "moto.log") as server:
+        with moto_server(scratch / "moto.log") as server:
             point_boto3_at(server.endpoint, scratch)
             store = S3Store("stance-bench", "blobs")
             store.client.create_bucket(Bucket="stance-bench")

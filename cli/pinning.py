@@ -110,10 +110,20 @@ class Format(StrEnum):
 def export(
     format_: Annotated[Format, typer.Option("--format", help="Which engine to feed")],
     lock_path: LockOpt = Path(LOCK),
+    hub: Annotated[
+        bool,
+        typer.Option(
+            "--hub",
+            help="peft only: load from the Hub repos, pinned by commit SHA, not from the cache",
+        ),
+    ] = False,
 ) -> None:
     """Print what an inference engine needs to load the locked adapters from the cache."""
     with errors(as_json=False):
         locked = lockfile.read_lock(lock_path)
+        if hub:
+            print(_hub_snippet(format_, locked.adapters))
+            return
         cache_dir = settings().cache_dir
         problems = lockfile.verify(locked, Cache(cache_dir))
         if problems:
@@ -133,21 +143,36 @@ def export(
         for name, path in folders.items():
             print(json.dumps({"name": name, "adapter_id": str(path), "adapter_source": "local"}))
     else:
-        print(_peft_snippet(bases[0], folders))
+        print(_peft_snippet(bases[0], {name: (str(f), None) for name, f in folders.items()}))
 
 
-def _peft_snippet(base: str, folders: dict[str, Path]) -> str:
+def _hub_snippet(format_: Format, adapters: list[lockfile.LockedAdapter]) -> str:
+    """The PEFT snippet over the Hub releases of the locked versions (an ``hf://`` store)."""
+    if format_ is not Format.PEFT:
+        raise typer.BadParameter("--hub works with --format peft only", param_hint="--hub")
+    missing = [e.spec for e in adapters if e.hub_repo is None or e.hub_revision is None]
+    if missing:
+        raise RegistryError(
+            f"not released to the Hub: {', '.join(missing)} (published to a store other than hf://)"
+        )
+    bases = sorted({e.base_model or "BASE_MODEL" for e in adapters})
+    return _peft_snippet(bases[0], {e.name: (str(e.hub_repo), e.hub_revision) for e in adapters})
+
+
+def _peft_snippet(base: str, sources: dict[str, tuple[str, str | None]]) -> str:
+    """``sources`` maps adapter names to (folder or Hub repo, commit SHA or None)."""
     lines = [
         "from peft import PeftModel",
         "from transformers import AutoModelForCausalLM",
         "",
         f"base = AutoModelForCausalLM.from_pretrained({base!r})",
     ]
-    for index, (name, path) in enumerate(folders.items()):
+    for index, (name, (where, revision)) in enumerate(sources.items()):
+        pinned = f", revision={revision!r}" if revision else ""
         if index == 0:
             lines.append(
-                f"model = PeftModel.from_pretrained(base, {str(path)!r}, adapter_name={name!r})"
+                f"model = PeftModel.from_pretrained(base, {where!r}{pinned}, adapter_name={name!r})"
             )
         else:
-            lines.append(f"model.load_adapter({str(path)!r}, adapter_name={name!r})")
+            lines.append(f"model.load_adapter({where!r}{pinned}, adapter_name={name!r})")
     return "\n".join(lines)

@@ -73,7 +73,7 @@ def _raise_for_error(response: httpx.Response) -> None:
     raise ERRORS_BY_CODE.get(code, RegistryError)(message)
 
 
-class _Body:
+class ResponseBody:
     """A streamed response body as a read-only binary file (what the cache reads from)."""
 
     def __init__(self, response: httpx.Response) -> None:
@@ -96,11 +96,18 @@ class _Body:
             data, self._buffer = self._buffer[:size], self._buffer[size:]
         return data
 
-    def __enter__(self) -> _Body:
+    @property
+    def closed(self) -> bool:
+        return self._response.is_closed
+
+    def close(self) -> None:
+        self._response.close()
+
+    def __enter__(self) -> ResponseBody:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        self._response.close()
+        self.close()
 
 
 class RemoteRegistry:
@@ -241,7 +248,7 @@ class RemoteRegistry:
             response.read()
             response.close()
             _raise_for_error(response)
-        body = _Body(response)
+        body = ResponseBody(response)
         if start and response.status_code == 200:  # the server ignored the Range: skip ahead
             body.read(start)
         return cast(BinaryIO, body)

@@ -9,9 +9,9 @@ Order matters: the store is listed *before* the catalog is read, so a version co
 the two steps is seen as referencing its blobs. What remains is a narrow race that the grace
 period alone cannot close: a publish of bytes identical to an old unreferenced blob finds the
 blob present (no re-upload). The local store then makes the blob young again, so only a
-collection that listed it in the moment before can still delete it (on S3 that refresh would
-cost a copy, so there the window is the whole collection). ``stance verify`` detects such a
-version; publishing it again re-uploads the blob.
+collection that listed it in the moment before can still delete it (on S3 and the Hub that
+refresh would cost a copy or a commit, so there the window is the whole collection).
+``stance verify`` detects such a version; publishing it again re-uploads the blob.
 """
 
 from __future__ import annotations
@@ -34,6 +34,13 @@ class Sweepable(Protocol):
     """A store that can also remove half-finished uploads left by killed processes (S3)."""
 
     def sweep(self, before: datetime, *, dry_run: bool = False) -> int: ...
+
+
+@runtime_checkable
+class Reclaimable(Protocol):
+    """A store whose deletions free space only once history forgets them (the Hub's repos)."""
+
+    def reclaim(self) -> None: ...
 
 
 class FreedBlob(BaseModel):
@@ -96,6 +103,8 @@ def collect_garbage(
     if not dry_run:
         for blob in freed:
             store.delete(blob.digest)
+        if freed and isinstance(store, Reclaimable):
+            store.reclaim()
         if orphans:
             session.execute(
                 delete(Blob)

@@ -85,6 +85,10 @@ class LocalRegistry:
             staged = service.stage_folder(
                 self.store, Path(folder), max_weights_bytes=self.settings.max_weights_bytes
             )
+            with self.sessions() as session:
+                staged = service.release(
+                    session, self.store, staged, target=target, caller=self.caller
+                )
             with transaction(self.sessions) as session:
                 return service.publish(
                     session, staged, target=target, alias=alias, caller=self.caller

@@ -41,6 +41,8 @@ class LockedAdapter(BaseModel):
     digest: str
     base_model: str | None = None
     files: list[FileEntry]
+    hub_repo: str | None = None
+    hub_revision: str | None = None
 
     @property
     def ref(self) -> str:
@@ -59,6 +61,8 @@ class LockedAdapter(BaseModel):
             digest=self.digest,
             yanked=False,
             files=self.files,
+            hub_repo=self.hub_repo,
+            hub_revision=self.hub_revision,
         )
 
 
@@ -149,6 +153,8 @@ def lock(
                 digest=found.digest,
                 base_model=found.base_model,
                 files=found.files,
+                hub_repo=found.hub_repo,
+                hub_revision=found.hub_revision,
             )
         )
     return Lock(adapters=sorted(entries, key=lambda e: (e.namespace, e.name)))

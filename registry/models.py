@@ -122,6 +122,10 @@ class Version(Base):
     yanked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     published_by: Mapped[str] = mapped_column(String(128))
     created_at: Mapped[created]
+    # Where a store that releases versions (hf://) put this one: plain PEFT users load
+    # ``hub_repo`` at ``hub_revision`` (a commit SHA) and get these exact files.
+    hub_repo: Mapped[str | None] = mapped_column(String(256))
+    hub_revision: Mapped[str | None] = mapped_column(String(64))
 
     adapter: Mapped[Adapter] = relationship()
     # The manifest column already lists the files; these rows are for joins (gc, blob lookups).

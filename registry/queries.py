@@ -169,6 +169,8 @@ def resolve_spec(session: Session, spec: str | Spec) -> Resolution:
         yanked_reason=row.yanked_reason,
         base_model=row.base_model,
         files=Manifest.model_validate_json(row.manifest).files,
+        hub_repo=row.hub_repo,
+        hub_revision=row.hub_revision,
     )
 
 
@@ -183,6 +185,8 @@ def _summary(row: Version) -> VersionSummary:
         r=row.r,
         created_at=row.created_at,
         published_by=row.published_by,
+        hub_repo=row.hub_repo,
+        hub_revision=row.hub_revision,
     )
 
 

@@ -28,6 +28,9 @@ class Resolution(VersionRef):
     yanked_reason: str | None = None
     base_model: str | None = None
     files: list[FileEntry] = []
+    # Set when the version was released to the Hub (an ``hf://`` store): repo id, commit SHA.
+    hub_repo: str | None = None
+    hub_revision: str | None = None
 
 
 class PublishResult(BaseModel):
@@ -57,6 +60,8 @@ class VersionSummary(BaseModel):
     r: int
     created_at: datetime
     published_by: str
+    hub_repo: str | None = None
+    hub_revision: str | None = None
 
 
 class VersionDetail(VersionSummary):

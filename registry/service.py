@@ -7,7 +7,7 @@ Functions take a session, flush and never commit: the caller (CLI command, HTTP 
 from __future__ import annotations
 
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TypeVar
 
@@ -36,7 +36,7 @@ from registry.queries import find_adapter, find_version, latest_release
 from registry.schemas import PublishResult, VersionRef
 from registry.sketch import Sketch
 from registry.spec import parse_publish_target, parse_ref, parse_version, validate_alias
-from registry.stores import Store, copy_verified
+from registry.stores import Release, Releasing, Store, copy_verified
 
 PUBLISHABLE = (CONFIG, WEIGHTS, CARD)
 M = TypeVar("M")
@@ -89,6 +89,7 @@ class Staged:
     info: AdapterInfo
     sketch: Sketch
     warnings: list[str]
+    release: Release | None = None  # where a releasing store (the Hub) put it
 
 
 def _insert_version(
@@ -120,6 +121,8 @@ def _insert_version(
         info=info.model_dump(mode="json"),
         sketch=staged.sketch.encode(),
         published_by=actor,
+        hub_repo=staged.release.repo if staged.release else None,
+        hub_revision=staged.release.revision if staged.release else None,
         files=[VersionFile(path=f.path, digest=f.digest, size=f.size) for f in manifest.files],
     )
     with session.begin_nested():
@@ -166,6 +169,29 @@ def stage_manifest(store: Store, manifest: Manifest, *, max_weights_bytes: int) 
         # the manifest's files: what is inspected is exactly what the manifest names.
         inspection = inspect_dir(Path(tmp), max_weights_bytes=max_weights_bytes)
     return Staged(manifest, inspection.info, inspection.sketch, inspection.warnings)
+
+
+def release(
+    session: Session, store: Store, staged: Staged, *, target: str, caller: Caller
+) -> Staged:
+    """Release a new version through a store that publishes versions (the Hub), if it is one.
+
+    Call it between staging and the catalog transaction, with a read session: a Hub commit
+    takes seconds, and holding the catalog's write lock that long would stall every writer.
+    Races are settled by the Hub's tag as they are by the unique constraint in the catalog,
+    so the later publish() still decides. A version already in the catalog is not released
+    again.
+    """
+    if not isinstance(store, Releasing):
+        return staged
+    namespace, name, version = parse_publish_target(target)
+    caller.authorize(Scope.PUBLISH, namespace)
+    existing = _existing(session, namespace, name, str(version))
+    if existing is not None:
+        _same_or_conflict(existing, staged.manifest)
+        return staged
+    done = store.release(namespace, name, str(version), staged.manifest, staged.info.base_model)
+    return replace(staged, release=done)
 
 
 def publish(

@@ -140,8 +140,10 @@ async def commit_version(
     )
 
     def record() -> PublishResult:
+        with app.sessions() as session:
+            released = service.release(session, app.store, staged, target=target, caller=who)
         with transaction(app.sessions) as session:
-            return service.publish(session, staged, target=target, alias=body.alias, caller=who)
+            return service.publish(session, released, target=target, alias=body.alias, caller=who)
 
     result = await run_in_threadpool(record)
     if not result.created:

@@ -13,7 +13,7 @@ from typing import BinaryIO, Protocol, runtime_checkable
 from urllib.parse import unquote, urlparse
 
 from registry.errors import IntegrityError, InvalidSpec
-from registry.manifest import CHUNK, FileEntry
+from registry.manifest import CHUNK, FileEntry, Manifest
 
 
 @dataclass(frozen=True)
@@ -43,6 +43,24 @@ class Store(Protocol):
         """Every blob in the store, for garbage collection."""
 
 
+@dataclass(frozen=True)
+class Release:
+    """Where a releasing store put a version: ``revision`` is a commit SHA, never a moving ref."""
+
+    repo: str
+    revision: str
+
+
+@runtime_checkable
+class Releasing(Protocol):
+    """A store that also publishes each version in its own native form (the Hub's repos)."""
+
+    def release(
+        self, namespace: str, name: str, version: str, manifest: Manifest, base_model: str | None
+    ) -> Release:
+        """Publish the version's files; idempotent for the same content, else Conflict."""
+
+
 def blob_key(digest: str) -> str:
     """``sha256/ab/cd/<hex>``: two fan-out levels keep directories and S3 prefixes small."""
     algorithm, _, hexdigest = digest.partition(":")
@@ -50,7 +68,7 @@ def blob_key(digest: str) -> str:
 
 
 def open_store(url: str) -> Store:
-    """The store for ``url``: ``file:///abs/path`` or ``s3://bucket/prefix``."""
+    """The store for ``url``: ``file:///abs/path``, ``s3://bucket/prefix`` or ``hf://owner``."""
     parsed = urlparse(url)
     if parsed.scheme == "file":
         from registry.stores.local import LocalStore
@@ -62,9 +80,25 @@ def open_store(url: str) -> Store:
         from registry.stores.s3 import S3Store
 
         return S3Store(parsed.netloc, unquote(parsed.path))
+    if parsed.scheme == "hf":
+        if not parsed.netloc or parsed.path.strip("/"):
+            raise InvalidSpec(f"store URL {url!r}: expected hf://owner (a user or organization)")
+        from registry.stores.hf import HfStore
+
+        return HfStore(parsed.netloc)
     raise InvalidSpec(
-        f"unsupported store URL {url!r}: expected file:///absolute/path or s3://bucket/prefix"
+        f"unsupported store URL {url!r}: expected file:///absolute/path, s3://bucket/prefix "
+        "or hf://owner"
     )
+
+
+def copy_hashing(source: BinaryIO, out: BinaryIO) -> str:
+    """Copy ``source`` into ``out`` in chunks; the ``sha256:`` digest of the bytes copied."""
+    hasher = hashlib.sha256()
+    while chunk := source.read(CHUNK):
+        hasher.update(chunk)
+        out.write(chunk)
+    return "sha256:" + hasher.hexdigest()
 
 
 def copy_verified(store: Store, entries: Iterable[FileEntry], dest: Path) -> list[Path]:
@@ -78,12 +112,8 @@ def copy_verified(store: Store, entries: Iterable[FileEntry], dest: Path) -> lis
     with tempfile.TemporaryDirectory(dir=dest, prefix=".stance-") as tmp:
         for entry in entries:
             staged = Path(tmp) / entry.path
-            hasher = hashlib.sha256()
             with store.open(entry.digest) as source, staged.open("wb") as out:
-                while chunk := source.read(CHUNK):
-                    hasher.update(chunk)
-                    out.write(chunk)
-            actual = "sha256:" + hasher.hexdigest()
+                actual = copy_hashing(source, out)
             if actual != entry.digest:
                 raise IntegrityError(
                     f"{entry.path}: the store returned content hashing to {actual}, "

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import tempfile
 from collections.abc import Iterator
@@ -11,8 +10,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from registry.errors import IntegrityError, NotFound
-from registry.manifest import CHUNK
-from registry.stores import StoredBlob, blob_key
+from registry.stores import StoredBlob, blob_key, copy_hashing
 
 
 class LocalStore:
@@ -33,12 +31,8 @@ class LocalStore:
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".incoming-")
         try:
-            hasher = hashlib.sha256()
             with os.fdopen(fd, "wb") as out:
-                while chunk := source.read(CHUNK):
-                    hasher.update(chunk)
-                    out.write(chunk)
-            actual = "sha256:" + hasher.hexdigest()
+                actual = copy_hashing(source, out)
             if actual != digest:
                 raise IntegrityError(f"blob content hashes to {actual}, not {digest}")
             os.chmod(tmp, 0o444)

@@ -1,4 +1,5 @@
-"""S3 fixtures: one moto server per test process, a fresh bucket and boto3 environment per test."""
+"""Store fixtures: one moto S3 server and one Hub stand-in per test process; a fresh bucket,
+Hub owner and environment per test."""
 
 from __future__ import annotations
 
@@ -11,12 +12,12 @@ from typing import Any
 import boto3
 import pytest
 
-from tests.stores.s3_server import MotoServer
+from tests.child_server import hub_standin, moto_server
 
 
 @pytest.fixture(scope="session")
 def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with MotoServer(tmp_path_factory.mktemp("moto") / "server.log") as server:
+    with moto_server(tmp_path_factory.mktemp("moto") / "server.log") as server:
         yield server.endpoint
 
 
@@ -58,3 +59,29 @@ def refusing_port() -> Iterator[int]:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         yield sock.getsockname()[1]
+
+
+HUB_TOKEN = "hf_stance_test_token"
+
+
+@pytest.fixture(scope="session")
+def hub_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Our stand-in for the Hub's HTTP API (tests/hub_standin.py), taking writes with HUB_TOKEN."""
+    folder = tmp_path_factory.mktemp("hub")
+    with hub_standin(folder / "data", folder / "server.log", token=HUB_TOKEN) as server:
+        yield server.endpoint
+
+
+@pytest.fixture
+def hf_env(hub_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """huggingface_hub's own variables point at the stand-in, for this and child processes."""
+    monkeypatch.setenv("HF_ENDPOINT", hub_endpoint)
+    monkeypatch.setenv("HF_TOKEN", HUB_TOKEN)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    return hub_endpoint
+
+
+@pytest.fixture
+def hf_url(hf_env: str) -> str:
+    """``hf://<owner>`` for an owner no other test uses."""
+    return f"hf://team-{uuid.uuid4().hex[:12]}"

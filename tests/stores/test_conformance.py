@@ -1,4 +1,5 @@
-"""One conformance suite for every Store backend: local and S3 (a real moto server on loopback)."""
+"""One conformance suite for every Store backend: local, S3 (a real moto server on loopback) and
+the Hugging Face Hub (our stand-in for its HTTP API on loopback, driven by huggingface_hub)."""
 
 from __future__ import annotations
 
@@ -19,12 +20,12 @@ DIGEST = digest_bytes(DATA)
 OTHER = digest_bytes(DATA * 2)
 
 
-@pytest.fixture(params=["local", "s3"])
+@pytest.fixture(params=["local", "s3", "hf"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    if request.param == "s3":
-        yield open_store(request.getfixturevalue("s3_url"))
-    else:
+    if request.param == "local":
         yield open_store((tmp_path / "blobs").as_uri())
+    else:
+        yield open_store(request.getfixturevalue(f"{request.param}_url"))
 
 
 def test_is_a_store(store: Store) -> None:
