@@ -86,6 +86,8 @@ def print_version(detail: VersionDetail) -> None:
     stdout.print(files)
     stdout.print(f"digest {detail.digest}  aliases {', '.join(detail.aliases) or '-'}")
     stdout.print(f'pin: {detail.name} = "{detail.version}"', markup=False)
+    if detail.hub_repo:
+        stdout.print(f"on the Hub: {detail.hub_repo} at {detail.hub_revision}", markup=False)
 
 
 def print_search(page: Page[AdapterSummary]) -> None:

@@ -15,6 +15,7 @@ file (and a partial file never passes for a blob: its bytes are hashed to the en
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -127,11 +128,13 @@ class Cache:
         for entry in resolution.files:
             blob = self.blob(entry, opener, resume)
             link = folder / entry.path
-            if link.is_symlink() and link.resolve() == blob.resolve():
-                continue
+            target = os.path.relpath(blob, folder)
+            with contextlib.suppress(OSError):  # missing, or not a link: (re)made below
+                if os.readlink(link) == target:
+                    continue  # one readlink, where resolving both paths cost a dozen syscalls
             tmp = folder / f".{entry.path}.{os.getpid()}.tmp"
             tmp.unlink(missing_ok=True)
-            tmp.symlink_to(os.path.relpath(blob, folder))
+            tmp.symlink_to(target)
             os.replace(tmp, link)
         return folder
 

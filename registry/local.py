@@ -33,7 +33,7 @@ from registry.schemas import (
     VersionRef,
 )
 from registry.settings import Settings
-from registry.spec import parse_publish_target, validate_alias
+from registry.spec import validate_alias
 from registry.stores import copy_verified, open_store
 from registry.tokens import NewToken, TokenInfo
 
@@ -79,7 +79,7 @@ class LocalRegistry:
         with refusals_recorded(
             self.sessions, actor=self.caller.actor, action="publish", target=target
         ):
-            parse_publish_target(target)
+            service.check_target(self.store, target)
             if alias is not None:
                 validate_alias(alias)
             staged = service.stage_folder(

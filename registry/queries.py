@@ -8,7 +8,7 @@ from dataclasses import replace
 from typing import Literal, overload
 
 import semantic_version
-from sqlalchemy import Select, and_, func, or_, select
+from sqlalchemy import and_, bindparam, func, or_, select
 from sqlalchemy.orm import Session
 
 from registry.errors import InvalidSpec, NotFound
@@ -82,28 +82,45 @@ def _release_order():
     return (Version.major.desc(), Version.minor.desc(), Version.patch.desc())
 
 
-def _versions(spec: Spec) -> Select[Version]:
-    """Versions of the adapter ``spec`` names, in one joined query (no adapter lookup first)."""
-    return (
-        select(Version)
-        .join(Adapter, Adapter.id == Version.adapter_id)
+# Resolving is the hot path: these statements are built once, with bound parameters, because
+# building them on every call cost more than the database took to answer them.
+_IN_ADAPTER = (
+    select(Version)
+    .join(Adapter, Adapter.id == Version.adapter_id)
+    .join(Namespace, Namespace.id == Adapter.namespace_id)
+    .where(Namespace.name == bindparam("namespace"), Adapter.name == bindparam("name"))
+)
+# The pointer the service keeps on publish, yank and unyank (one indexed join).
+_LATEST = _IN_ADAPTER.where(Version.id == Adapter.latest_version_id)
+_EXACT = _IN_ADAPTER.where(Version.version == bindparam("selector"))
+_UNYANKED_NAMES = _IN_ADAPTER.with_only_columns(Version.version).where(~Version.yanked)
+_BY_DIGEST = _IN_ADAPTER.where(Version.digest == bindparam("selector"))
+# From the alias's unique (adapter, name) index straight to its one version.
+_BY_ALIAS = select(Version).where(
+    Version.id
+    == (
+        select(Alias.version_id)
+        .join(Adapter, Adapter.id == Alias.adapter_id)
         .join(Namespace, Namespace.id == Adapter.namespace_id)
-        .where(Namespace.name == spec.namespace, Adapter.name == spec.name)
+        .where(
+            Namespace.name == bindparam("namespace"),
+            Adapter.name == bindparam("name"),
+            Alias.name == bindparam("selector"),
+        )
+        .scalar_subquery()
     )
+)
 
 
 def _select(session: Session, spec: Spec) -> Version | None:
+    params = {"namespace": spec.namespace, "name": spec.name, "selector": spec.selector}
     match spec.kind:
         case SelectorKind.LATEST:
-            # The pointer the service keeps on publish, yank and unyank (one indexed join).
-            query = _versions(spec).where(Version.id == Adapter.latest_version_id)
-            return session.scalars(query).first()
+            return session.scalars(_LATEST, params).first()
         case SelectorKind.EXACT:
-            return session.scalars(_versions(spec).where(Version.version == spec.selector)).first()
+            return session.scalars(_EXACT, params).first()
         case SelectorKind.RANGE:
-            names = session.scalars(
-                _versions(spec).with_only_columns(Version.version).where(~Version.yanked)
-            ).all()
+            names = session.scalars(_UNYANKED_NAMES, params).all()
             best = select_range(list(names), spec.selector)
             return (
                 None
@@ -111,21 +128,9 @@ def _select(session: Session, spec: Spec) -> Version | None:
                 else _select(session, replace(spec, selector=best, kind=SelectorKind.EXACT))
             )
         case SelectorKind.ALIAS:
-            # From the alias's unique (adapter, name) index straight to its one version.
-            target = (
-                select(Alias.version_id)
-                .join(Adapter, Adapter.id == Alias.adapter_id)
-                .join(Namespace, Namespace.id == Adapter.namespace_id)
-                .where(
-                    Namespace.name == spec.namespace,
-                    Adapter.name == spec.name,
-                    Alias.name == spec.selector,
-                )
-                .scalar_subquery()
-            )
-            return session.scalars(select(Version).where(Version.id == target)).first()
+            return session.scalars(_BY_ALIAS, params).first()
         case SelectorKind.DIGEST:
-            rows = session.scalars(_versions(spec).where(Version.digest == spec.selector)).all()
+            rows = session.scalars(_BY_DIGEST, params).all()
             # Identical content published twice: the highest version names it.
             return max(rows, key=lambda v: semantic_version.Version(v.version), default=None)
 

@@ -171,6 +171,13 @@ def stage_manifest(store: Store, manifest: Manifest, *, max_weights_bytes: int) 
     return Staged(manifest, inspection.info, inspection.sketch, inspection.warnings)
 
 
+def check_target(store: Store, target: str) -> None:
+    """Refuse, before anything is uploaded, a target that is invalid or the store cannot hold."""
+    namespace, name, _ = parse_publish_target(target)
+    if isinstance(store, Releasing):
+        store.repo_for(namespace, name)
+
+
 def release(
     session: Session, store: Store, staged: Staged, *, target: str, caller: Caller
 ) -> Staged:

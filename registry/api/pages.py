@@ -87,5 +87,11 @@ def version_page(
             "energy_chart": svg.energy_chart(fingerprint),
             "pin": f'"{ref}" = "{detail.version}"' if "/" in ref else f'{ref} = "{detail.version}"',
             "pull": f"stance pull {detail.namespace}/{detail.name}@{detail.version}",
+            "peft": (
+                f'PeftModel.from_pretrained(base, "{detail.hub_repo}", '
+                f'revision="{detail.hub_revision}")'
+                if detail.hub_repo
+                else None
+            ),
         },
     )

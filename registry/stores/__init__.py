@@ -55,6 +55,9 @@ class Release:
 class Releasing(Protocol):
     """A store that also publishes each version in its own native form (the Hub's repos)."""
 
+    def repo_for(self, namespace: str, name: str) -> str:
+        """Where releases of ``namespace/name`` go; InvalidSpec if the store cannot name it."""
+
     def release(
         self, namespace: str, name: str, version: str, manifest: Manifest, base_model: str | None
     ) -> Release:

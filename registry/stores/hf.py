@@ -73,13 +73,13 @@ _BLOB = re.compile(r"sha256:[0-9a-f]{64}")
 def _domain_error(exc: BaseException, what: str) -> RegistryError | None:
     """The registry's error for one of huggingface_hub's, or None if it is not one of those."""
     if isinstance(exc, RepositoryNotFoundError | RevisionNotFoundError | RemoteEntryNotFoundError):
-        return NotFound(f"{what}: {_first_line(exc)}")
+        return NotFound(f"{what}: {_message(exc)}")
     if isinstance(exc, HfHubHTTPError):
         status = exc.response.status_code if exc.response is not None else 0
         kind: type[RegistryError] = {401: Unauthorized, 403: Forbidden, 409: Conflict}.get(
             status, Unreachable if status >= 500 else RegistryError
         )
-        return kind(f"{what}: the Hub answered {status}: {_first_line(exc)}")
+        return kind(f"{what}: the Hub answered {status}: {_message(exc)}")
     if isinstance(exc, HFValidationError):
         return InvalidSpec(f"{what}: {exc}")
     if isinstance(exc, httpx2.TransportError):
@@ -109,7 +109,8 @@ def _http() -> httpx.Client:
     return client
 
 
-def _first_line(exc: Exception) -> str:
+def _message(exc: BaseException) -> str:
+    """The last non-empty line of an error: huggingface_hub puts the server's message there."""
     lines = [line for line in str(exc).splitlines() if line.strip()]
     return lines[-1] if lines else type(exc).__name__
 

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
 
+import httpx
 import pytest
 import torch
 from huggingface_hub import CommitOperationAdd, HfApi
@@ -244,6 +245,7 @@ def test_a_name_the_hub_cannot_hold_is_refused(
     with pytest.raises(InvalidSpec, match="no valid Hub repo name"):
         hf_registry.publish(adapters["curious"], "curious--role@1.0.0")
     assert snapshot(settings.catalog_url, settings.home / "no-local-store") == catalog
+    assert list(hf_registry.store.iter()) == []  # refused before any upload
 
 
 def test_pull_gc_and_reclaim_on_the_hub(
@@ -293,6 +295,8 @@ def test_lock_and_export_pin_the_hub_commit(
         f"PeftModel.from_pretrained(base, {found.hub_repo!r}, "
         f"revision={found.hub_revision!r}, adapter_name='curious')"
     ) in exported.stdout
+    shown = runner.invoke(app, ["show", SPEC])
+    assert f"on the Hub: {found.hub_repo} at {found.hub_revision}" in shown.stdout
     refused = runner.invoke(app, ["export", "--format", "vllm", "--hub"])
     assert refused.exit_code == 2
 
@@ -349,3 +353,8 @@ def test_a_server_on_the_hub_releases_what_clients_publish(
     assert [(t.name, t.target_commit) for t in tags] == [("v1.0.0", found.hub_revision)]
     for name in ADAPTER_FILES:
         assert (pulled / name).read_bytes() == (adapters["curious"] / name).read_bytes()
+    page = httpx.get(f"{server.url}/adapters/default/curious/1.0.0").text
+    assert (
+        f"PeftModel.from_pretrained(base, &#34;{found.hub_repo}&#34;, "
+        f"revision=&#34;{found.hub_revision}&#34;)"
+    ) in page
