@@ -19,6 +19,10 @@ child process (so the server does not share this interpreter's GIL), medians of 
           it (``models--org--name/{blobs,snapshots/<sha>,refs/main}``), offline.
    Steady state: the first call of each side is reported apart (ours re-hashes each cached
    blob once per process before first use; the hub's cache does not verify).
+3. Cold pull of the same synthetic blob from the Hugging Face Hub, through our stand-in for its
+   HTTP API (tests/hub_standin.py, a child process on loopback), after ``HfStore.put``:
+   ours   ``Cache(empty dir).blob(entry, HfStore.open)``: one streaming GET, verified;
+   hub    ``hf_hub_download`` of the same file into an empty hub cache (HEAD, then one GET).
 """
 
 from __future__ import annotations
@@ -43,7 +47,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))  # run from a checkout without installing the package
 
-os.environ["HF_HUB_OFFLINE"] = "1"  # before huggingface_hub is imported: it reads it once
+# Before huggingface_hub is imported (it reads it once): the Hub stand-in speaks LFS, not Xet.
+os.environ["HF_HUB_DISABLE_XET"] = "1"
 
 from synthetic import LAYERS, random_factors, write_adapter  # noqa: E402
 
@@ -51,8 +56,10 @@ from registry.cache import Cache  # noqa: E402
 from registry.local import LocalRegistry  # noqa: E402
 from registry.manifest import FileEntry, digest_bytes, digest_file  # noqa: E402
 from registry.settings import Settings  # noqa: E402
+from registry.stores import Store, blob_key  # noqa: E402
+from registry.stores.hf import HfStore  # noqa: E402
 from registry.stores.s3 import S3Store  # noqa: E402
-from tests.child_server import moto_server  # noqa: E402
+from tests.child_server import hub_standin, moto_server  # noqa: E402
 
 MiB = 1024 * 1024
 FILES = ("adapter_config.json", "adapter_model.safetensors")
@@ -80,23 +87,35 @@ def interleaved(*sides: Callable[[], float], repeat: int) -> list[float]:
     return [statistics.median(runs) for runs in samples]
 
 
-def cold_pull(store: S3Store, scratch: Path, size: int, repeat: int) -> list[float]:
-    """Medians: ours, boto3's default managed download, boto3 in one GET."""
+def put_random(store: Store, size: int) -> FileEntry:
     data = np.random.default_rng(0).bytes(size)
     entry = FileEntry(path="adapter_model.safetensors", digest=digest_bytes(data), size=size)
     store.put(entry.digest, io.BytesIO(data))
-    del data
-    key, runs = store.key(entry.digest), iter(range(10**9))
-    one_get = TransferConfig(multipart_threshold=2 * size)
+    return entry
+
+
+def ours_cold(store: Store, entry: FileEntry, scratch: Path) -> Callable[[], float]:
+    """One cold pull into an empty client cache: stream, hash every byte, rename, read-only."""
+    runs = iter(range(10**9))
 
     def ours() -> float:
         root = scratch / f"cache-{next(runs)}"
         start = time.perf_counter()
         path = Cache(root).blob(entry, store.open)
         elapsed = time.perf_counter() - start
-        assert path.stat().st_size == size
+        assert path.stat().st_size == entry.size
         shutil.rmtree(root)
         return elapsed
+
+    return ours
+
+
+def cold_pull(store: S3Store, scratch: Path, size: int, repeat: int) -> list[float]:
+    """Medians: ours, boto3's default managed download, boto3 in one GET."""
+    entry = put_random(store, size)
+    key, runs = store.key(entry.digest), iter(range(10**9))
+    one_get = TransferConfig(multipart_threshold=2 * size)
+    ours = ours_cold(store, entry, scratch)
 
     def boto3_download(config: TransferConfig | None) -> float:
         target = scratch / f"boto3-{next(runs)}"
@@ -110,6 +129,32 @@ def cold_pull(store: S3Store, scratch: Path, size: int, repeat: int) -> list[flo
     return interleaved(
         ours, lambda: boto3_download(None), lambda: boto3_download(one_get), repeat=repeat
     )
+
+
+def hub_cold_pull(store: HfStore, scratch: Path, size: int, repeat: int) -> list[float]:
+    """Medians: ours through HfStore.open, huggingface_hub's hf_hub_download of the same file."""
+    from huggingface_hub import hf_hub_download
+
+    entry = put_random(store, size)
+    ours = ours_cold(store, entry, scratch)
+    runs = iter(range(10**9))
+
+    def theirs() -> float:
+        root = scratch / f"hub-{next(runs)}"
+        start = time.perf_counter()
+        path = hf_hub_download(
+            store.blobs,
+            blob_key(entry.digest),
+            repo_type="dataset",
+            cache_dir=root,
+            endpoint=store.endpoint,
+        )
+        elapsed = time.perf_counter() - start
+        assert Path(path).stat().st_size == size
+        shutil.rmtree(root)
+        return elapsed
+
+    return interleaved(ours, theirs, repeat=repeat)
 
 
 def synth_adapter(folder: Path) -> Path:
@@ -200,6 +245,9 @@ def main() -> None:
             store.client.create_bucket(Bucket="stance-bench")
             pull = cold_pull(store, scratch, size, args.repeat)
             warm = warm_open(store.url, scratch, args.warm_repeat)
+        with hub_standin(scratch / "hub-data", scratch / "hub.log", token="bench") as hub:
+            os.environ.update(HF_ENDPOINT=hub.endpoint, HF_TOKEN="bench")
+            hub_ours_s, hub_theirs_s = hub_cold_pull(HfStore("bench"), scratch, size, args.repeat)
     ours_s, boto3_s, one_get_s = pull
     mb = size / 1e6
     print(f"\ncold pull of {args.size_mb} MiB from S3 (moto on loopback), median of {args.repeat}")
@@ -215,6 +263,16 @@ def main() -> None:
         "  (moto copies the whole object for every ranged GET, which penalises boto3's default"
         " parallel download here; the one-GET row is the like-for-like one on this stand-in)"
     )
+    print(
+        f"\ncold pull of {args.size_mb} MiB from the Hub (our stand-in for its HTTP API on "
+        f"loopback), median of {args.repeat}"
+    )
+    for label, seconds, note in (
+        ("ours   Cache.blob(entry, HfStore.open)", hub_ours_s, "1 GET, sha256-verified"),
+        ("hub    hf_hub_download                ", hub_theirs_s, "HEAD + 1 GET, its own cache"),
+    ):
+        print(f"  {label} {seconds * 1e3:8.1f} ms {mb / seconds:7.1f} MB/s  ({note})")
+    print(f"  ratio ours/hf_hub_download time: {hub_ours_s / hub_theirs_s:.2f}x")
     print(
         f"\nwarm cache: resolve latest + paths of 2 files + open the safetensors, "
         f"median of {args.warm_repeat}"

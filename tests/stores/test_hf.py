@@ -20,6 +20,7 @@ import httpx
 import pytest
 import torch
 from huggingface_hub import CommitOperationAdd, HfApi
+from huggingface_hub.errors import RepositoryNotFoundError
 from peft import PeftModel
 from safetensors.torch import load_file
 from typer.testing import CliRunner
@@ -27,12 +28,12 @@ from typer.testing import CliRunner
 from cli.main import app
 from registry import Registry
 from registry.db import transaction
-from registry.errors import Conflict, Forbidden, InvalidSpec, Unauthorized
+from registry.errors import Conflict, Forbidden, IntegrityError, InvalidSpec, Unauthorized
 from registry.gc import collect_garbage
 from registry.local import LocalRegistry
 from registry.manifest import digest_bytes
 from registry.settings import Settings
-from registry.stores import open_store
+from registry.stores import blob_key, open_store
 from registry.stores.hf import HfStore
 from tests.api.conftest import Server
 from tests.conftest import snapshot
@@ -76,7 +77,7 @@ def hub_state(api: HfApi, repo: str) -> tuple[list[tuple[str, str]], list[str]]:
     """Branch and tag targets, and the commits on main: what a refusal must leave alone."""
     try:
         refs = api.list_repo_refs(repo)
-    except Exception:  # noqa: BLE001 - no repo at all is a state too
+    except RepositoryNotFoundError:  # no repo at all is a state too
         return [], []
     targets = [(r.ref, r.target_commit) for r in [*refs.branches, *refs.tags]]
     return sorted(targets), [c.commit_id for c in api.list_repo_commits(repo)]
@@ -358,3 +359,25 @@ def test_a_server_on_the_hub_releases_what_clients_publish(
         f"PeftModel.from_pretrained(base, &#34;{found.hub_repo}&#34;, "
         f"revision=&#34;{found.hub_revision}&#34;)"
     ) in page
+
+
+def test_a_corrupted_blob_on_the_hub_is_refused_and_nothing_is_written(
+    hf_registry: LocalRegistry, adapters: dict[str, Path], hf_env: str, tmp_path: Path
+) -> None:
+    hf_registry.publish(adapters["curious"], SPEC)
+    store = hf_registry.store
+    assert isinstance(store, HfStore)
+    weights = next(f for f in hf_registry.resolve(SPEC).files if f.path.endswith(".safetensors"))
+    hub(hf_env).create_commit(  # someone with write access overwrites the blob
+        store.blobs,
+        [CommitOperationAdd(blob_key(weights.digest), b"\0tampered")],
+        commit_message="overwrite",
+        repo_type="dataset",
+    )
+    out = tmp_path / "out"
+    with pytest.raises(IntegrityError, match=f"expected {weights.digest}"):
+        hf_registry.fetch(SPEC, out)
+    assert list(out.iterdir()) == []
+    with pytest.raises(IntegrityError):
+        hf_registry.fetch(SPEC)  # into the shared cache: nothing lands there either
+    assert not hf_registry.cache.blob_path(weights.digest).exists()
