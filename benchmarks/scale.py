@@ -86,7 +86,7 @@ def fill(url: str, versions: int) -> None:
                 for a in range(adapters)
             ],
         )
-        # What the service keeps on publish; bulk rows bypass it, so set it the migration's way.
+        # What the service keeps on publish; bulk rows bypass it, so set it the migrations' way.
         conn.execute(
             text(
                 "UPDATE adapters SET latest_version_id = (SELECT v.id FROM versions v "
@@ -94,11 +94,24 @@ def fill(url: str, versions: int) -> None:
                 "ORDER BY v.major DESC, v.minor DESC, v.patch DESC LIMIT 1)"
             )
         )
-    # A catalog that has lived has planner statistics (PostgreSQL's autovacuum analyses it;
-    # SQLite's come from ANALYZE / PRAGMA optimize): without them both pick sequential scans.
-    with engine.connect() as conn:
-        conn.exec_driver_sql("ANALYZE")
-        conn.commit()
+        conn.execute(
+            text(
+                "UPDATE adapters SET latest_base_model = (SELECT v.base_model FROM versions v "
+                "WHERE v.id = adapters.latest_version_id), latest_r = (SELECT v.r FROM versions v "
+                "WHERE v.id = adapters.latest_version_id)"
+            )
+        )
+        conn.execute(
+            text(
+                "INSERT INTO adapter_targets (adapter_id, module) SELECT a.id, vt.module "
+                "FROM adapters a JOIN version_targets vt ON vt.version_id = a.latest_version_id"
+            )
+        )
+    # A catalog that has lived has planner statistics and, on PostgreSQL, a visibility map
+    # (autovacuum vacuums and analyses a table after bulk inserts; SQLite's statistics come
+    # from ANALYZE / PRAGMA optimize): without them, sequential scans and heap fetches.
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.exec_driver_sql("VACUUM ANALYZE" if engine.dialect.name == "postgresql" else "ANALYZE")
     engine.dispose()
 
 

@@ -80,6 +80,10 @@ class Adapter(Base):
     # search filters and summaries join one row per adapter instead of ranking every version.
     # No foreign key: versions already reference adapters, and the service owns both writes.
     latest_version_id: Mapped[int | None] = mapped_column(Integer, index=True)
+    # What search filters on, copied from that release (with its targets in adapter_targets):
+    # filters then read adapters alone instead of visiting every adapter's latest version.
+    latest_base_model: Mapped[str | None] = mapped_column(String(256), index=True)
+    latest_r: Mapped[int | None] = mapped_column(Integer, index=True)
 
     namespace: Mapped[Namespace] = relationship(lazy="joined")
 
@@ -149,6 +153,20 @@ class VersionTarget(Base):
     __tablename__ = "version_targets"
 
     version_id: Mapped[int] = mapped_column(ForeignKey("versions.id"), primary_key=True)
+    module: Mapped[str] = mapped_column(String(128), primary_key=True, index=True)
+
+
+class AdapterTarget(Base):
+    """The modules the adapter's latest release targets, kept with ``latest_version_id``.
+
+    Search filters on what an adapter is now; joining this table reads one row per adapter
+    and module, where ``version_targets`` grows with every version ever published (at 100k
+    versions PostgreSQL chose to scan all of it for a common module like ``q_proj``).
+    """
+
+    __tablename__ = "adapter_targets"
+
+    adapter_id: Mapped[int] = mapped_column(ForeignKey("adapters.id"), primary_key=True)
     module: Mapped[str] = mapped_column(String(128), primary_key=True, index=True)
 
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Sequence
 from dataclasses import replace
-from typing import Literal, overload
+from typing import Any, Literal, overload
 
 import semantic_version
 from sqlalchemy import and_, bindparam, func, or_, select
@@ -15,12 +16,12 @@ from registry.errors import InvalidSpec, NotFound
 from registry.manifest import Manifest
 from registry.models import (
     Adapter,
+    AdapterTarget,
     Alias,
     AliasEvent,
     AuditEvent,
     Namespace,
     Version,
-    VersionTarget,
 )
 from registry.schemas import (
     AdapterDetail,
@@ -271,23 +272,30 @@ def search(
 ) -> Page[AdapterSummary]:
     """Adapters whose name matches ``text`` and that have a version matching every filter."""
     limit = max(1, min(limit, MAX_PAGE))
-    query = select(Adapter.id, Namespace.name, Adapter.name).join(Namespace)
+    query = select(
+        Adapter.id,
+        Namespace.name,
+        Adapter.name,
+        Adapter.latest_base_model,
+        Adapter.latest_r,
+        Adapter.created_at,
+        Adapter.latest_version_id,
+    ).join(Namespace)
     if text:
         query = query.where(Adapter.name.contains(text.lower(), autoescape=True))
     if namespace:
         query = query.where(Namespace.name == namespace)
-    # Filters describe what an adapter is now: they apply to its latest release.
-    if base_model or rank is not None or target:
-        query = query.join(Version, Version.id == Adapter.latest_version_id)
-        if base_model:
-            query = query.where(Version.base_model == base_model)
-        if rank is not None:
-            query = query.where(Version.r == rank)
-        if target:
-            query = query.join(
-                VersionTarget,
-                and_(VersionTarget.version_id == Version.id, VersionTarget.module == target),
-            )
+    # Filters describe what an adapter is now: its latest release. The service copies those
+    # facts onto adapters, so no version row is visited to filter.
+    if base_model:
+        query = query.where(Adapter.latest_base_model == base_model)
+    if rank is not None:
+        query = query.where(Adapter.latest_r == rank)
+    if target:
+        query = query.join(
+            AdapterTarget,
+            and_(AdapterTarget.adapter_id == Adapter.id, AdapterTarget.module == target),
+        )
     if cursor:
         after_ns, after_name = _decode_cursor(cursor)
         query = query.where(
@@ -298,49 +306,52 @@ def search(
         )
     rows = session.execute(query.order_by(Namespace.name, Adapter.name).limit(limit + 1)).all()
     page = rows[:limit]
-    items = _summaries(session, [r[0] for r in page])
     next_cursor = _encode_cursor(page[-1][1], page[-1][2]) if len(rows) > limit else None
-    return Page[AdapterSummary](items=items, next_cursor=next_cursor)
+    return Page[AdapterSummary](items=_summaries(session, page), next_cursor=next_cursor)
 
 
-def _summaries(session: Session, adapter_ids: list[int]) -> list[AdapterSummary]:
-    """Summaries of a page of adapters in four queries (no per-adapter round trips)."""
-    if not adapter_ids:
+def _summaries(session: Session, page: Sequence[Any]) -> list[AdapterSummary]:
+    """Summaries of a page of search rows, with three more queries (none per adapter)."""
+    ids = [row[0] for row in page]
+    if not ids:
         return []
-    adapters = {
-        a.id: a for a in session.scalars(select(Adapter).where(Adapter.id.in_(adapter_ids)))
-    }
-    heads = [a.latest_version_id for a in adapters.values() if a.latest_version_id is not None]
-    latest = {
-        v.adapter_id: v for v in session.scalars(select(Version).where(Version.id.in_(heads)))
+    heads = [row[-1] for row in page if row[-1] is not None]
+    # Joined here for the page only: joined in the search, every match was visited.
+    released = {
+        adapter_id: (version, created_at)
+        for adapter_id, version, created_at in session.execute(
+            select(Version.adapter_id, Version.version, Version.created_at).where(
+                Version.id.in_(heads)
+            )
+        )
     }
     targets: dict[int, list[str]] = {}
-    for version_id, module in session.execute(
-        select(VersionTarget.version_id, VersionTarget.module)
-        .where(VersionTarget.version_id.in_(heads))
-        .order_by(VersionTarget.module)
+    for adapter_id, module in session.execute(
+        select(AdapterTarget.adapter_id, AdapterTarget.module)
+        .where(AdapterTarget.adapter_id.in_(ids))
+        .order_by(AdapterTarget.module)
     ):
-        targets.setdefault(version_id, []).append(module)
+        targets.setdefault(adapter_id, []).append(module)
     counts = dict(
         session.execute(  # answered from the (adapter_id, major, minor, patch) index
             select(Version.adapter_id, func.count())
-            .where(Version.adapter_id.in_(adapter_ids))
+            .where(Version.adapter_id.in_(ids))
             .group_by(Version.adapter_id)
         ).all()
     )
     out = []
-    for adapter_id in adapter_ids:
-        adapter, head = adapters[adapter_id], latest.get(adapter_id)
+    for adapter_id, ns, name, base, r, created_at, _ in page:
+        latest, released_at = released.get(adapter_id, (None, created_at))
         out.append(
             AdapterSummary(
-                namespace=adapter.namespace.name,
-                name=adapter.name,
-                latest=head.version if head else None,
-                base_model=head.base_model if head else None,
-                r=head.r if head else None,
-                target_modules=targets.get(head.id, []) if head else [],
+                namespace=ns,
+                name=name,
+                latest=latest,
+                base_model=base,
+                r=r,
+                target_modules=targets.get(adapter_id, []),
                 versions=counts.get(adapter_id, 0),
-                updated_at=head.created_at if head else adapter.created_at,
+                updated_at=released_at,
             )
         )
     return out

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TypeVar
 
 import semantic_version
-from sqlalchemy import select
+from sqlalchemy import delete, insert, literal, select
 from sqlalchemy.exc import IntegrityError as DBIntegrityError
 from sqlalchemy.orm import Session
 
@@ -23,6 +23,7 @@ from registry.inspect import CARD, CONFIG, WEIGHTS, AdapterInfo, inspect_dir
 from registry.manifest import Manifest, manifest_of
 from registry.models import (
     Adapter,
+    AdapterTarget,
     Alias,
     AliasEvent,
     Blob,
@@ -134,10 +135,34 @@ def _insert_version(
 
 
 def _refresh_latest(session: Session, adapter: Adapter) -> None:
-    """Keep ``adapters.latest_version_id`` true after every publish, yank and unyank."""
+    """Keep ``adapters.latest_version_id`` and ``adapter_targets`` true after every publish,
+    yank and unyank.
+
+    Writers of one adapter take turns from here (a row lock on PostgreSQL; SQLite serialises
+    every writer already): the latest release is read after the lock, so a concurrent publish
+    of a higher version that committed meanwhile is never overwritten by a stale answer.
+    """
     session.flush()
+    current = session.execute(
+        select(Adapter.latest_version_id).where(Adapter.id == adapter.id).with_for_update()
+    ).scalar_one()
     latest = latest_release(session, adapter)
-    adapter.latest_version_id = latest.id if latest is not None else None
+    new_id = latest.id if latest is not None else None
+    if current == new_id:
+        return
+    adapter.latest_version_id = new_id
+    adapter.latest_base_model = latest.base_model if latest is not None else None
+    adapter.latest_r = latest.r if latest is not None else None
+    session.execute(delete(AdapterTarget).where(AdapterTarget.adapter_id == adapter.id))
+    if new_id is not None:
+        session.execute(
+            insert(AdapterTarget).from_select(
+                ["adapter_id", "module"],
+                select(literal(adapter.id), VersionTarget.module).where(
+                    VersionTarget.version_id == new_id
+                ),
+            )
+        )
     session.flush()
 
 

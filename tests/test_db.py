@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -13,10 +15,23 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Engine, func, inspect, select, text
 
-from registry.db import alembic_config, current_revision, ensure_schema, head_revision, make_engine
+from registry import queries, service
+from registry.auth import operator
+from registry.db import (
+    alembic_config,
+    current_revision,
+    ensure_schema,
+    head_revision,
+    make_engine,
+    session_factory,
+    transaction,
+)
 from registry.errors import RegistryError
-from registry.models import Base, Version
+from registry.models import Adapter, AdapterTarget, Base, Version
 from registry.settings import Settings
+from registry.stores.local import LocalStore
+from tests.conftest import _truncate
+from tests.factories import make_adapter
 
 
 def test_models_match_migrations(engine: Engine) -> None:
@@ -123,3 +138,46 @@ def test_concurrent_different_publishes_one_conflicts(
 ) -> None:
     results = _race(settings, [adapters["curious"], adapters["confident"]], "raced@1.0.0")
     assert results == [{"created": True}, {"error": "conflict"}]
+
+
+def test_concurrent_releases_of_one_adapter_keep_the_highest_latest(
+    pg_url: str, adapters: dict[str, Path], tmp_path: Path
+) -> None:
+    """2.0.0 is recorded but not committed when 1.1.0 is published beside it: the second
+    writer must wait and then see 2.0.0, not overwrite it with its own stale answer."""
+    _truncate(pg_url)
+    engine = make_engine(pg_url)
+    sessions = session_factory(engine)
+    store = LocalStore(tmp_path / "store")
+    stage = lambda folder: service.stage_folder(store, folder, max_weights_bytes=10**9)  # noqa: E731
+    higher = stage(adapters["curious"])  # q_proj, v_proj
+    lower = stage(make_adapter(tmp_path / "k", target_modules=("k_proj",)))
+    with transaction(sessions) as first:
+        service.publish(first, stage(adapters["confident"]), target="r@1.0.0", caller=operator("t"))
+    errors: list[BaseException] = []
+
+    def publish_lower() -> None:
+        try:
+            with transaction(sessions) as second:
+                service.publish(second, lower, target="r@1.1.0", caller=operator("t"))
+        except BaseException as exc:  # noqa: BLE001 - reported by the main thread
+            errors.append(exc)
+
+    with transaction(sessions) as first:
+        service.publish(first, higher, target="r@2.0.0", caller=operator("t"))
+        worker = threading.Thread(target=publish_lower)
+        worker.start()
+        with engine.connect() as watcher:  # wait until the second writer waits on a lock
+            while worker.is_alive() and not watcher.scalar(
+                text("SELECT count(*) FROM pg_locks WHERE NOT granted")
+            ):
+                time.sleep(0.005)  # polling a condition, not hoping a race is over
+    worker.join(timeout=60)
+    assert not worker.is_alive() and errors == []
+    with sessions() as session:
+        assert queries.resolve_spec(session, "r").version == "2.0.0"
+        modules = session.scalars(
+            select(AdapterTarget.module).join(Adapter).order_by(AdapterTarget.module)
+        ).all()
+    assert modules == ["q_proj", "v_proj"]
+    engine.dispose()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import func, select
@@ -12,8 +13,9 @@ from registry import queries, service
 from registry.auth import operator
 from registry.errors import Conflict, InvalidAdapter, InvalidSpec, NotFound
 from registry.manifest import Manifest
-from registry.models import AliasEvent, AuditEvent, Blob, Version
+from registry.models import AdapterTarget, AliasEvent, AuditEvent, Blob, Version
 from registry.stores.local import LocalStore
+from tests.factories import TINY_BASE, make_adapter
 
 
 def pub(session: Session, store: LocalStore, folder: Path, target: str, **kw: object):
@@ -217,6 +219,29 @@ def test_search_filters_and_pages(
     assert (summary.latest, summary.r, summary.versions) == ("0.1.0", 4, 1)
     with pytest.raises(InvalidSpec, match="invalid cursor"):
         queries.search(session, cursor="!!")
+
+
+def test_target_filters_follow_the_latest_release(
+    session: Session, store: LocalStore, adapters: dict[str, Path], tmp_path: Path
+) -> None:
+    pub(session, store, adapters["curious"], "role@1.0.0")  # q_proj, v_proj
+    other = make_adapter(tmp_path / "ko", r=4, target_modules=("k_proj",), base_model="org/other")
+    pub(session, store, other, "role@1.1.0")
+
+    def found(**filters: Any) -> bool:
+        return [a.name for a in queries.search(session, **filters).items] == ["role"]
+
+    newest = dict(target="k_proj", rank=4, base_model="org/other")
+    oldest = dict(target="q_proj", rank=8, base_model=TINY_BASE)
+    assert all(found(**{k: v}) for k, v in newest.items())
+    assert not any(found(**{k: v}) for k, v in oldest.items())
+    service.yank(session, "role@1.1.0", caller=operator("t"))
+    assert all(found(**{k: v}) for k, v in oldest.items())
+    assert not any(found(**{k: v}) for k, v in newest.items())
+    service.unyank(session, "role@1.1.0", caller=operator("t"))
+    assert found(**newest) and not found(**oldest)
+    rows = session.execute(select(AdapterTarget.module)).scalars().all()
+    assert rows == ["k_proj"]
 
 
 def test_adapter_detail_orders_by_semver(
