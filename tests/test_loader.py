@@ -254,6 +254,24 @@ def test_least_recently_used_inactive_role_is_evicted(
     close(logits(roles), logits(ref))
 
 
+def test_reloading_after_other_adapters_reused_the_staging_buffer_is_exact(
+    catalog: LocalRegistry, folders: dict[str, Path]
+) -> None:
+    """Kept views alias the one staging buffer: each reload must refill it with its own bytes,
+    and views of a buffer that was outgrown must not be used (it still holds older bytes)."""
+    roles = loaded(catalog, "curious", "confident")  # same size: the buffer last held confident
+    roles.load("patterns")  # all-linear, larger: the buffer is replaced
+    ref = peft(folders, ["curious", "confident", "patterns"])
+    for _ in range(2):
+        for name in ("curious", "patterns", "confident"):
+            roles.unload(name)
+            roles.load(name)  # the same plan, its bytes read into a buffer others used since
+        for name in ("curious", "confident", "patterns"):
+            roles.switch(name)
+            ref.set_adapter(name)
+            close(logits(roles), logits(ref))
+
+
 def test_slots_grow_past_the_initial_capacity_without_disturbing_roles(
     catalog: LocalRegistry, folders: dict[str, Path]
 ) -> None:

@@ -123,6 +123,9 @@ class RoleSet:
         self._free = list(range(self._slots - 1, 0, -1))
         self._active: str | dict[str, float] | None = None
         self._staging: torch.Tensor | None = None
+        # id(plan) -> (plan, its tensors as views of the staging buffer); see _views.
+        self._kept_views: dict[int, tuple[AdapterPlan, list[tuple[torch.Tensor, torch.Tensor]]]]
+        self._kept_views = {}
 
     def __repr__(self) -> str:
         return f"RoleSet(resident={list(self._roles)}, active={self._active!r})"
@@ -354,6 +357,7 @@ class RoleSet:
         self._roles.clear()
         self._state.mode, self._active = BASE, None
         self._staging = None
+        self._kept_views.clear()
 
     def _role(self, name: str) -> _Role:
         role = self._roles.get(name)
@@ -421,10 +425,10 @@ class RoleSet:
         """Read the file once, then copy each lora_A/lora_B straight into the role's slot."""
         try:
             data = self._read(plan.weights, plan.size)
-            for module in plan.modules:
+            for module, (a, b) in zip(plan.modules, self._views(plan, data), strict=True):
                 site = self._site(module)
                 role.sites.append(site)
-                site.put(role.slot, module.a.view(data), module.b.view(data), module.scaling)
+                site.put(role.slot, a, b, module.scaling)
             # The staging buffer is reused: wait for the asynchronous host-to-GPU copies.
             for device in {site.a.device for site in role.sites if site.a.is_cuda}:
                 torch.cuda.current_stream(device).synchronize()
@@ -432,10 +436,27 @@ class RoleSet:
             self._release(role)
             raise
 
+    def _views(
+        self, plan: AdapterPlan, data: torch.Tensor
+    ) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Each module's lora_A and lora_B as views of ``data``, the staging buffer that every
+        read refills: kept per plan, since making 120 views cost as much as the copies."""
+        kept = self._kept_views.get(id(plan))
+        if kept is not None and kept[0] is plan:
+            return kept[1]
+        views = [(m.a.view(data), m.b.view(data)) for m in plan.modules]
+        if all(r.start % r.dtype.itemsize == 0 for m in plan.modules for r in (m.a, m.b)):
+            # A misaligned tensor is a copy of the bytes, so such views are taken anew.
+            self._kept_views[id(plan)] = (plan, views)
+            while len(self._kept_views) > PLANS_KEPT:
+                self._kept_views.pop(next(iter(self._kept_views)))
+        return views
+
     def _read(self, path: Path, size: int) -> torch.Tensor:
         """The whole file in one reusable host buffer, page-locked when the copies go to a GPU."""
         if self._staging is None or self._staging.numel() < size:
             self._staging = torch.empty(size, dtype=torch.uint8, pin_memory=self._pin)
+            self._kept_views.clear()  # they view the old buffer
         data = self._staging[:size]
         view = data.numpy().data
         with path.open("rb", buffering=0) as fh:
