@@ -61,19 +61,23 @@ class _ServerError(Exception):
         self.response = response
 
 
-def _raise_for_error(response: httpx.Response) -> None:
-    """Turn an error response back into the domain error the server raised."""
-    if response.status_code < 400:
-        return
+def _error_of(response: httpx.Response) -> RegistryError:
+    """The domain error the server raised, from its error response."""
     try:
         body = response.json()
         code, message = body["code"], body["message"]
     except (ValueError, KeyError, TypeError):
         code, message = "registry_error", f"HTTP {response.status_code}: {response.text[:200]}"
-    raise ERRORS_BY_CODE.get(code, RegistryError)(message)
+    return ERRORS_BY_CODE.get(code, RegistryError)(message)
 
 
-class ResponseBody:
+def _raise_for_error(response: httpx.Response) -> None:
+    """Turn an error response back into the domain error the server raised."""
+    if response.status_code >= 400:
+        raise _error_of(response)
+
+
+class _Body:
     """A streamed response body as a read-only binary file (what the cache reads from)."""
 
     def __init__(self, response: httpx.Response) -> None:
@@ -103,11 +107,40 @@ class ResponseBody:
     def close(self) -> None:
         self._response.close()
 
-    def __enter__(self) -> ResponseBody:
+    def __enter__(self) -> _Body:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+def open_stream(
+    http: httpx.Client,
+    url: str,
+    *,
+    start: int = 0,
+    headers: dict[str, str] | None = None,
+    unreachable: str,
+    fail: Callable[[httpx.Response], RegistryError],
+) -> BinaryIO:
+    """A streamed GET of ``url`` from byte ``start`` (an HTTP Range), as a read-only file.
+
+    ``fail`` turns an error response (read and closed) into the error to raise; a server that
+    ignores the Range is skipped ahead, so the caller always gets bytes from ``start`` on.
+    """
+    wanted = {**(headers or {}), **({"Range": f"bytes={start}-"} if start else {})}
+    try:
+        response = http.send(http.build_request("GET", url, headers=wanted), stream=True)
+    except httpx.TransportError as exc:
+        raise Unreachable(f"{unreachable} ({exc})") from exc
+    if response.status_code >= 400:
+        response.read()
+        response.close()
+        raise fail(response)
+    body = _Body(response)
+    if start and response.status_code == 200:
+        body.read(start)
+    return cast(BinaryIO, body)
 
 
 class RemoteRegistry:
@@ -238,20 +271,13 @@ class RemoteRegistry:
 
     def open_blob(self, digest: str, start: int = 0) -> BinaryIO:
         """A blob's bytes from ``start`` on (an HTTP Range request resumes a broken download)."""
-        headers = {"Range": f"bytes={start}-"} if start else {}
-        request = self.http.build_request("GET", f"/v1/blobs/{digest}", headers=headers)
-        try:
-            response = self.http.send(request, stream=True)
-        except httpx.TransportError as exc:
-            raise Unreachable(f"cannot reach the registry at {self.url}: {exc}") from exc
-        if response.status_code >= 400:
-            response.read()
-            response.close()
-            _raise_for_error(response)
-        body = ResponseBody(response)
-        if start and response.status_code == 200:  # the server ignored the Range: skip ahead
-            body.read(start)
-        return cast(BinaryIO, body)
+        return open_stream(
+            self.http,
+            f"/v1/blobs/{digest}",
+            start=start,
+            unreachable=f"cannot reach the registry at {self.url}",
+            fail=_error_of,
+        )
 
     def _opener(self, resolution: Resolution) -> Callable[[str, int], BinaryIO]:
         if not self.progress:

@@ -54,16 +54,11 @@ class LockedAdapter(BaseModel):
 
     def resolution(self) -> Resolution:
         """What the loader and the cache need, straight from the lock (no catalog)."""
-        return Resolution(
-            namespace=self.namespace,
-            name=self.name,
-            version=self.version,
-            digest=self.digest,
-            yanked=False,
-            files=self.files,
-            hub_repo=self.hub_repo,
-            hub_revision=self.hub_revision,
-        )
+        return Resolution(yanked=False, **self.model_dump(include=RESOLVED))
+
+
+# What a lock entry copies from a resolution: everything but the wish it was resolved from.
+RESOLVED = set(LockedAdapter.model_fields) - {"requested"}
 
 
 class Lock(BaseModel):
@@ -144,19 +139,7 @@ def lock(
             entries.append(old)
             continue
         found = registry.resolve(f"{ref}@{selector}")
-        entries.append(
-            LockedAdapter(
-                namespace=found.namespace,
-                name=found.name,
-                requested=selector,
-                version=found.version,
-                digest=found.digest,
-                base_model=found.base_model,
-                files=found.files,
-                hub_repo=found.hub_repo,
-                hub_revision=found.hub_revision,
-            )
-        )
+        entries.append(LockedAdapter(requested=selector, **found.model_dump(include=RESOLVED)))
     return Lock(adapters=sorted(entries, key=lambda e: (e.namespace, e.name)))
 
 

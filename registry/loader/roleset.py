@@ -38,6 +38,15 @@ class _Role:
     sites: list[Site] = field(default_factory=list)
 
 
+@dataclass
+class _Planned:
+    """A checked copy plan, and once made, its tensors as views of the staging buffer (each
+    read refills the buffer; making 120 views cost as much as copying a small adapter)."""
+
+    plan: AdapterPlan
+    views: list[tuple[torch.Tensor, torch.Tensor]] | None = None
+
+
 # Buffers made or changed under torch.inference_mode() would refuse later in-place updates
 # (and autograd) outside it; whatever mode the caller is in, RoleSet keeps normal tensors.
 _normal_tensors = torch.inference_mode(False)
@@ -109,7 +118,7 @@ class RoleSet:
         self.registry = registry
         self.model = model
         self.max_resident = max_resident
-        self._plans: OrderedDict[tuple[str, bool], AdapterPlan] = OrderedDict()
+        self._plans: OrderedDict[tuple[str, bool], _Planned] = OrderedDict()
         self._updates: queue.SimpleQueue[tuple[str, Resolution, Path]] = queue.SimpleQueue()
         self._modules: dict[str, nn.Module] = dict(model.named_modules())
         self._model_id = model_id(model)
@@ -123,9 +132,6 @@ class RoleSet:
         self._free = list(range(self._slots - 1, 0, -1))
         self._active: str | dict[str, float] | None = None
         self._staging: torch.Tensor | None = None
-        # id(plan) -> (plan, its tensors as views of the staging buffer); see _views.
-        self._kept_views: dict[int, tuple[AdapterPlan, list[tuple[torch.Tensor, torch.Tensor]]]]
-        self._kept_views = {}
 
     def __repr__(self) -> str:
         return f"RoleSet(resident={list(self._roles)}, active={self._active!r})"
@@ -190,11 +196,11 @@ class RoleSet:
         if resolution.yanked:
             reason = resolution.yanked_reason or "no reason given"
             warnings.warn(f"{resolution.spec} is yanked: {reason}", UserWarning, stacklevel=2)
-        plan = self._plan(resolution, folder, allow_base_mismatch=allow_base_mismatch)
+        planned = self._plan(resolution, folder, allow_base_mismatch=allow_base_mismatch)
         if old is None:
             self._make_room()
         role = _Role(self._claim(), resolution)
-        self._copy(plan, role)
+        self._copy(planned, role)
         self._roles[name] = role
         self._roles.move_to_end(name)
         if old is not None:
@@ -205,14 +211,12 @@ class RoleSet:
                 self.mix(self._active)
         return name
 
-    def _plan(
-        self, resolution: Resolution, folder: Path, *, allow_base_mismatch: bool
-    ) -> AdapterPlan:
+    def _plan(self, resolution: Resolution, folder: Path, *, allow_base_mismatch: bool) -> _Planned:
         """The checked copy plan of a version; versions are immutable, so it is kept by digest
         (reloading an evicted role then costs little more than reading its bytes)."""
         key = (resolution.digest, allow_base_mismatch)
-        plan = self._plans.get(key)
-        if plan is None or plan.weights.parent != folder:
+        planned = self._plans.get(key)
+        if planned is None or planned.plan.weights.parent != folder:
             plan = plan_adapter(
                 folder,
                 self._modules,
@@ -220,11 +224,11 @@ class RoleSet:
                 model=self._model_id,
                 allow_base_mismatch=allow_base_mismatch,
             )
-            self._plans[key] = plan
+            planned = self._plans[key] = _Planned(plan)
             while len(self._plans) > PLANS_KEPT:
                 self._plans.popitem(last=False)
         self._plans.move_to_end(key)
-        return plan
+        return planned
 
     def switch(self, name: str | None) -> None:
         """Activate one resident role (``None`` or ``"__base__"``: the bare base model).
@@ -357,7 +361,12 @@ class RoleSet:
         self._roles.clear()
         self._state.mode, self._active = BASE, None
         self._staging = None
-        self._kept_views.clear()
+        self._forget_views()
+
+    def _forget_views(self) -> None:
+        """Views of a staging buffer that is gone or replaced (it may hold older bytes)."""
+        for planned in self._plans.values():
+            planned.views = None
 
     def _role(self, name: str) -> _Role:
         role = self._roles.get(name)
@@ -421,11 +430,12 @@ class RoleSet:
             self._sites[plan.path] = site
         return site
 
-    def _copy(self, plan: AdapterPlan, role: _Role) -> None:
+    def _copy(self, planned: _Planned, role: _Role) -> None:
         """Read the file once, then copy each lora_A/lora_B straight into the role's slot."""
+        plan = planned.plan
         try:
             data = self._read(plan.weights, plan.size)
-            for module, (a, b) in zip(plan.modules, self._views(plan, data), strict=True):
+            for module, (a, b) in zip(plan.modules, self._views(planned, data), strict=True):
                 site = self._site(module)
                 role.sites.append(site)
                 site.put(role.slot, a, b, module.scaling)
@@ -437,26 +447,22 @@ class RoleSet:
             raise
 
     def _views(
-        self, plan: AdapterPlan, data: torch.Tensor
+        self, planned: _Planned, data: torch.Tensor
     ) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """Each module's lora_A and lora_B as views of ``data``, the staging buffer that every
-        read refills: kept per plan, since making 120 views cost as much as the copies."""
-        kept = self._kept_views.get(id(plan))
-        if kept is not None and kept[0] is plan:
-            return kept[1]
-        views = [(m.a.view(data), m.b.view(data)) for m in plan.modules]
-        if all(r.start % r.dtype.itemsize == 0 for m in plan.modules for r in (m.a, m.b)):
-            # A misaligned tensor is a copy of the bytes, so such views are taken anew.
-            self._kept_views[id(plan)] = (plan, views)
-            while len(self._kept_views) > PLANS_KEPT:
-                self._kept_views.pop(next(iter(self._kept_views)))
+        """Each module's lora_A and lora_B as views of ``data``, the staging buffer."""
+        if planned.views is not None:
+            return planned.views
+        modules = planned.plan.modules
+        views = [(m.a.view(data), m.b.view(data)) for m in modules]
+        if all(r.start % r.dtype.itemsize == 0 for m in modules for r in (m.a, m.b)):
+            planned.views = views  # a misaligned tensor is a copy: such views are taken anew
         return views
 
     def _read(self, path: Path, size: int) -> torch.Tensor:
         """The whole file in one reusable host buffer, page-locked when the copies go to a GPU."""
         if self._staging is None or self._staging.numel() < size:
             self._staging = torch.empty(size, dtype=torch.uint8, pin_memory=self._pin)
-            self._kept_views.clear()  # they view the old buffer
+            self._forget_views()
         data = self._staging[:size]
         view = data.numpy().data
         with path.open("rb", buffering=0) as fh:

@@ -33,7 +33,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC
 from pathlib import Path
-from typing import Any, BinaryIO, cast
+from typing import Any, BinaryIO
 
 import httpx
 import httpx2
@@ -47,7 +47,7 @@ from huggingface_hub.errors import (
 )
 from huggingface_hub.utils import build_hf_headers, validate_repo_id
 
-from registry.client import ResponseBody
+from registry.client import open_stream
 from registry.errors import (
     Conflict,
     Forbidden,
@@ -220,28 +220,21 @@ class HfStore:
     def _download(
         self, repo: str, repo_type: str, path: str, revision: str, start: int, missing: str
     ) -> BinaryIO:
-        url = hf_hub_url(repo, path, repo_type=repo_type, revision=revision, endpoint=self.endpoint)
-        headers = build_hf_headers(token=self.api.token)
-        if start:
-            headers["Range"] = f"bytes={start}-"
-        try:
-            response = _http().send(_http().build_request("GET", url, headers=headers), stream=True)
-        except httpx.TransportError as exc:
-            raise Unreachable(
-                f"reading {path} from {self.url}: cannot reach the Hub ({exc})"
-            ) from exc
-        if response.status_code >= 400:
-            response.read()
-            response.close()
+        def fail(response: httpx.Response) -> RegistryError:
             status = response.status_code
             if status == 404:
-                raise NotFound(missing)
+                return NotFound(missing)
             kind: type[RegistryError] = {401: Unauthorized, 403: Forbidden}.get(status, Unreachable)
-            raise kind(f"reading {path} from {self.url}: the Hub answered {status}")
-        body = ResponseBody(response)
-        if start and response.status_code == 200:  # the Range was ignored: skip ahead
-            body.read(start)
-        return cast(BinaryIO, body)
+            return kind(f"reading {path} from {self.url}: the Hub answered {status}")
+
+        return open_stream(
+            _http(),
+            hf_hub_url(repo, path, repo_type=repo_type, revision=revision, endpoint=self.endpoint),
+            start=start,
+            headers=build_hf_headers(token=self.api.token),
+            unreachable=f"reading {path} from {self.url}: cannot reach the Hub",
+            fail=fail,
+        )
 
     # -- releases: one model repo per adapter ---------------------------------------------
 

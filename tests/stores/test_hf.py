@@ -83,6 +83,14 @@ def hub_state(api: HfApi, repo: str) -> tuple[list[tuple[str, str]], list[str]]:
     return sorted(targets), [c.commit_id for c in api.list_repo_commits(repo)]
 
 
+def released(registry: LocalRegistry, folder: Path, endpoint: str) -> tuple[HfApi, str]:
+    """Publish ``folder`` as SPEC through an hf:// store: the Hub API and the adapter's repo."""
+    registry.publish(folder, SPEC)
+    repo = registry.resolve(SPEC).hub_repo
+    assert repo is not None
+    return hub(endpoint), repo
+
+
 def test_publish_releases_a_tagged_repo_that_plain_peft_loads(
     hf_registry: LocalRegistry, adapters: dict[str, Path], hf_env: str, tmp_path: Path
 ) -> None:
@@ -156,10 +164,7 @@ def test_versions_share_one_repo_and_each_tag_keeps_its_files(
 def test_republish_is_a_no_op_and_other_content_changes_nothing(
     hf_registry: LocalRegistry, adapters: dict[str, Path], hf_env: str, tmp_path: Path
 ) -> None:
-    hf_registry.publish(adapters["curious"], SPEC)
-    repo = hf_registry.resolve(SPEC).hub_repo
-    assert repo is not None
-    api = hub(hf_env)
+    api, repo = released(hf_registry, adapters["curious"], hf_env)
     before = hub_state(api, repo)
     assert not hf_registry.publish(adapters["curious"], SPEC).created
     assert hub_state(api, repo) == before
@@ -178,10 +183,7 @@ def test_a_tag_holding_other_content_is_a_conflict(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Two catalogs on one Hub owner: the Hub's tag keeps versions immutable across both."""
-    hf_registry.publish(adapters["curious"], SPEC)
-    repo = hf_registry.resolve(SPEC).hub_repo
-    assert repo is not None
-    api = hub(hf_env)
+    api, repo = released(hf_registry, adapters["curious"], hf_env)
     before = hub_state(api, repo)
 
     monkeypatch.setenv("STANCE_DATABASE_URL", f"sqlite:///{tmp_path / 'other.db'}")
