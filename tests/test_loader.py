@@ -334,6 +334,25 @@ def test_new_version_under_a_resident_name_replaces_it_in_place(
     close(logits(roles), logits(peft(folders, ["confident"])))
 
 
+def test_adapters_of_one_shape_fill_a_slot_in_one_copy(
+    catalog: LocalRegistry, folders: dict[str, Path]
+) -> None:
+    """Sites are laid out in the first file's order, so every adapter of that shape (a team's
+    stances) is one contiguous copy, also after other shapes widened or extended the arena."""
+    roles = loaded(catalog, "curious", "engaged", "patterns", "confident")
+    plans = {role: roles._plans[found.digest, False] for role, found in roles.resident.items()}
+    runs = {
+        role: sum(len(c) for _, _, c in planned.copies or []) for role, planned in plans.items()
+    }
+    assert runs["curious"] == runs["confident"] == 1
+    assert runs["engaged"] > 1  # rank 4 under q_proj's 8: padded, one copy per lora_B
+    ref = peft(folders, ["curious", "confident"])
+    for name in ("curious", "confident"):
+        roles.switch(name)
+        ref.set_adapter(name)
+        close(logits(roles), logits(ref))
+
+
 def test_switch_and_mix_visit_no_module_and_switch_allocates_nothing(
     catalog: LocalRegistry, monkeypatch: pytest.MonkeyPatch
 ) -> None:

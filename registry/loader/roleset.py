@@ -19,6 +19,7 @@ from torch import nn
 from registry.cache import Cache
 from registry.errors import IntegrityError, NotFound, RegistryError
 from registry.loader.adapter import AdapterPlan, ModulePlan, model_id, plan_adapter
+from registry.loader.arena import Arena, Copy
 from registry.loader.follow import Follower
 from registry.loader.sites import BASE, MIX, ONE, ROWS, Site, State
 from registry.loader.sources import Catalog, Source, lock_source, registry_source
@@ -40,11 +41,14 @@ class _Role:
 
 @dataclass
 class _Planned:
-    """A checked copy plan, and once made, its tensors as views of the staging buffer (each
-    read refills the buffer; making 120 views cost as much as copying a small adapter)."""
+    """A checked copy plan; once arranged, its sites and the copies into its arenas (valid
+    while their generations hold), and the copies' sources as views of the staging buffer
+    (each read refills the buffer; making 120 views cost as much as copying a small adapter)."""
 
     plan: AdapterPlan
-    views: list[tuple[torch.Tensor, torch.Tensor]] | None = None
+    sites: list[Site] = field(default_factory=list)
+    copies: list[tuple[Arena, int, list[Copy]]] | None = None
+    views: list[list[torch.Tensor]] | None = None
 
 
 # Buffers made or changed under torch.inference_mode() would refuse later in-place updates
@@ -127,6 +131,7 @@ class RoleSet:
         self._pin = (self._device or _model_device(model)).type == "cuda"
         self._state = State()
         self._sites: dict[str, Site] = {}
+        self._arenas: dict[torch.device, Arena] = {}
         self._roles: OrderedDict[str, _Role] = OrderedDict()  # least recently used first
         self._slots = 1 + (max_resident or 4)  # slot 0 is the base model: zeros everywhere
         self._free = list(range(self._slots - 1, 0, -1))
@@ -358,13 +363,14 @@ class RoleSet:
         for site in self._sites.values():
             site.handle.remove()
         self._sites.clear()
+        self._arenas.clear()
+        self._plans.clear()
         self._roles.clear()
         self._state.mode, self._active = BASE, None
         self._staging = None
-        self._forget_views()
 
     def _forget_views(self) -> None:
-        """Views of a staging buffer that is gone or replaced (it may hold older bytes)."""
+        """Views of a staging buffer that was replaced (it may hold older bytes)."""
         for planned in self._plans.values():
             planned.views = None
 
@@ -401,8 +407,8 @@ class RoleSet:
         """A free slot; when none is left every site doubles its slots (at load, never switch)."""
         if not self._free:
             grown = 2 * self._slots
-            for site in self._sites.values():
-                site.resize(grown, site.a.shape[1])
+            for arena in self._arenas.values():
+                arena.resize(grown)
             self._free = list(range(grown - 1, self._slots - 1, -1))
             self._slots = grown
         return self._free.pop()
@@ -410,51 +416,76 @@ class RoleSet:
     def _release(self, role: _Role) -> None:
         for site in role.sites:
             site.clear(role.slot)
+        for arena in self._arenas.values():
+            arena.clear(role.slot)
         self._free.append(role.slot)
 
-    def _site(self, plan: ModulePlan) -> Site:
-        site = self._sites.get(plan.path)
-        if site is None:
-            weight = getattr(plan.module, "weight", None)
-            home = weight.device if isinstance(weight, torch.Tensor) else torch.device("cpu")
-            site = Site(
-                plan.module,
-                plan.d_in,
-                plan.d_out,
-                slots=self._slots,
-                rank=plan.rank,
-                device=self._device or home,
-                dtype=self._dtype,
-                state=self._state,
-            )
-            self._sites[plan.path] = site
-        return site
+    def _arena(self, module: ModulePlan) -> Arena:
+        weight = getattr(module.module, "weight", None)
+        home = weight.device if isinstance(weight, torch.Tensor) else torch.device("cpu")
+        device = self._device or home
+        arena = self._arenas.get(device)
+        if arena is None:
+            arena = Arena(slots=self._slots, device=device, dtype=self._dtype)
+            self._arenas[device] = arena
+        return arena
+
+    def _arranged(self, planned: _Planned) -> list[tuple[Arena, int, list[Copy]]]:
+        """The copies filling a slot with the plan's weights, first making room in the arenas.
+
+        Sites new to an arena are laid out in the file's order, so the adapters that share
+        this one's shape (a team's stances) are each copied in one run.
+        """
+        copies = planned.copies
+        if copies is not None and all(arena.generation == g for arena, g, _ in copies):
+            return copies
+        groups: dict[Arena, list[tuple[ModulePlan, Site]]] = {}
+        for module in sorted(planned.plan.modules, key=lambda m: m.a.start):
+            site = self._sites.get(module.path)
+            if site is None:
+                site = Site(module.module, module.d_in, module.d_out, state=self._state)
+                self._sites[module.path] = site
+            groups.setdefault(self._arena(module), []).append((module, site))
+        for arena, pairs in groups.items():
+            arena.fit([(site, module.rank) for module, site in pairs])
+        planned.sites = [self._sites[module.path] for module in planned.plan.modules]
+        planned.copies = copies = [
+            (arena, arena.generation, arena.copies(pairs)) for arena, pairs in groups.items()
+        ]
+        planned.views = None
+        return copies
 
     def _copy(self, planned: _Planned, role: _Role) -> None:
-        """Read the file once, then copy each lora_A/lora_B straight into the role's slot."""
+        """Read the file once, then copy its runs of lora_A/lora_B straight into the slot."""
         plan = planned.plan
         try:
+            arranged = self._arranged(planned)
             data = self._read(plan.weights, plan.size)
-            for module, (a, b) in zip(plan.modules, self._views(planned, data), strict=True):
-                site = self._site(module)
-                role.sites.append(site)
-                site.put(role.slot, a, b, module.scaling)
+            for (arena, _, copies), sources in zip(
+                arranged, self._views(planned, data), strict=True
+            ):
+                row = arena.data[role.slot]
+                for copy, source in zip(copies, sources, strict=True):
+                    copy.into(row, source)
+            role.sites = planned.sites
+            for module, site in zip(plan.modules, role.sites, strict=True):
+                site.fill(role.slot, module.rank, module.scaling)
             # The staging buffer is reused: wait for the asynchronous host-to-GPU copies.
-            for device in {site.a.device for site in role.sites if site.a.is_cuda}:
-                torch.cuda.current_stream(device).synchronize()
+            for arena, _, _ in arranged:
+                if arena.device.type == "cuda":
+                    torch.cuda.current_stream(arena.device).synchronize()
         except BaseException:
             self._release(role)
             raise
 
-    def _views(
-        self, planned: _Planned, data: torch.Tensor
-    ) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """Each module's lora_A and lora_B as views of ``data``, the staging buffer."""
+    def _views(self, planned: _Planned, data: torch.Tensor) -> list[list[torch.Tensor]]:
+        """Each copy's source as a view of ``data``, the staging buffer."""
         if planned.views is not None:
             return planned.views
-        modules = planned.plan.modules
-        views = [(m.a.view(data), m.b.view(data)) for m in modules]
-        if all(r.start % r.dtype.itemsize == 0 for m in modules for r in (m.a, m.b)):
+        copies = [copies for _, _, copies in planned.copies or []]
+        views = [[copy.source.view(data) for copy in each] for each in copies]
+        sources = [copy.source for each in copies for copy in each]
+        if all(ref.start % ref.dtype.itemsize == 0 for ref in sources):
             planned.views = views  # a misaligned tensor is a copy: such views are taken anew
         return views
 

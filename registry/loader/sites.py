@@ -5,7 +5,8 @@ shape (slots, d_out, R), where a slot holds one resident role (zero-padded to th
 largest rank R) and slot 0 is the base model, zeros everywhere. A hook on the module adds the
 active role's update to the module's output, reading a shared ``State``. Switching writes the
 state's slot index and nothing else: no allocation, no walk over modules, the same cost with 2
-or 200 roles resident. Buffers grow (reallocate) only while a role is being loaded.
+or 200 roles resident. The buffers are views of their device's ``Arena``, which grows
+(reallocates) only while a role is being loaded.
 """
 
 from __future__ import annotations
@@ -90,68 +91,60 @@ class State:
 
 
 class Site:
-    """One adapted module: all resident roles' A and B, stacked by slot on the module's device."""
+    """One adapted module: all resident roles' A and B, stacked by slot, as views of an arena."""
 
-    def __init__(
-        self,
-        module: nn.Module,
-        d_in: int,
-        d_out: int,
-        *,
-        slots: int,
-        rank: int,
-        device: torch.device,
-        dtype: torch.dtype,
-        state: State,
-    ) -> None:
+    def __init__(self, module: nn.Module, d_in: int, d_out: int, *, state: State) -> None:
         self.d_in, self.d_out = d_in, d_out
         self.state = state
-        self.a = torch.zeros(slots, rank, d_in, device=device, dtype=dtype)
-        self.b = torch.zeros(slots, d_out, rank, device=device, dtype=dtype)
-        self.rank_of = [0] * slots
-        self.scale = [0.0] * slots
+        self.a = torch.zeros(0, 0, d_in)  # bound to the arena's views before the first role
+        self.b = torch.zeros(0, d_out, 0)
+        self.rank_of: list[int] = []
+        self.scale: list[float] = []
         # Per-slot (A, B) views made at load, so the hot path indexes a list and slices nothing.
-        self.lora: list[tuple[torch.Tensor, torch.Tensor] | None] = [None] * slots
+        self.lora: list[tuple[torch.Tensor, torch.Tensor] | None] = []
+        self.whole: list[tuple[torch.Tensor, torch.Tensor]] = []  # each slot at full rank R
         self.scales: torch.Tensor | None = None  # device copy of ``scale`` for mixed batches
         self.mix: tuple[torch.Tensor, torch.Tensor] | None = None
         self.handle = module.register_forward_hook(self)
 
-    def resize(self, slots: int, rank: int) -> None:
-        """Reallocate to more slots or a larger padded rank, keeping every resident role."""
-        old_a, old_b = self.a, self.b
-        n, r = min(slots, old_a.shape[0]), min(rank, old_a.shape[1])
-        self.a = old_a.new_zeros(slots, rank, self.d_in)
-        self.b = old_b.new_zeros(slots, self.d_out, rank)
-        self.a[:n, :r] = old_a[:n, :r]
-        self.b[:n, :, :r] = old_b[:n, :, :r]
-        grow = slots - len(self.rank_of)
+    @property
+    def rank(self) -> int:
+        """R: the largest rank resident here; smaller ones are zero-padded to it."""
+        return self.a.shape[1]
+
+    def bind(self, a: torch.Tensor, b: torch.Tensor) -> None:
+        """Move to new buffers (more slots or a larger R), keeping every resident role."""
+        n, r = min(a.shape[0], self.a.shape[0]), min(a.shape[1], self.rank)
+        if n and r:
+            a[:n, :r] = self.a[:n, :r]
+            b[:n, :, :r] = self.b[:n, :, :r]
+        self.a, self.b = a, b
+        grow = a.shape[0] - len(self.rank_of)
         self.rank_of += [0] * grow
         self.scale += [0.0] * grow
         self.lora += [None] * grow
+        self.whole = list(zip(a.unbind(0), b.unbind(0), strict=True))
         for slot, k in enumerate(self.rank_of):
             if k:
-                self.lora[slot] = (self.a[slot, :k], self.b[slot, :, :k])
+                self.lora[slot] = self._view(slot, k)
         self.scales = None
 
-    def put(self, slot: int, a: torch.Tensor, b: torch.Tensor, scaling: float) -> None:
-        """Copy a role's lora_A (rank, d_in) and lora_B (d_out, rank) into ``slot``."""
-        rank = a.shape[0]
-        if rank > self.a.shape[1]:
-            self.resize(self.a.shape[0], rank)
-        into_a, into_b = self.a[slot, :rank], self.b[slot, :, :rank]
-        copy_into(into_a, a)
-        copy_into(into_b, b)
+    def fill(self, slot: int, rank: int, scaling: float) -> None:
+        """Record a role whose weights were just copied into ``slot``."""
         self.rank_of[slot], self.scale[slot] = rank, scaling
-        self.lora[slot] = (into_a, into_b)
+        self.lora[slot] = self._view(slot, rank)
         self.scales = None
 
     def clear(self, slot: int) -> None:
-        """Free a slot; it is zeroed so padded ranks and mixed batches never see stale weights."""
-        zero(self.a[slot])
-        zero(self.b[slot])
+        """Forget a freed slot (the arena zeroes its weights)."""
         self.rank_of[slot], self.scale[slot] = 0, 0.0
         self.lora[slot] = None
         self.scales = None
+
+    def _view(self, slot: int, rank: int) -> tuple[torch.Tensor, torch.Tensor]:
+        if rank == self.rank:
+            return self.whole[slot]
+        return self.a[slot, :rank], self.b[slot, :, :rank]
 
     def set_mix(self, parts: list[tuple[int, float]]) -> None:
         """PEFT's ``combination_type="cat"``: A rows scaled by weight * scaling, B side by side."""
