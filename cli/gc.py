@@ -56,13 +56,6 @@ def gc(
 ) -> None:
     """Delete blobs that no version references, once older than the grace period."""
     period = parse_duration(grace)
-    # Not a write transaction (SQLite's BEGIN IMMEDIATE): publishers must not wait while
-    # the store deletes; only orphaned catalog rows, which are rare, take the write lock.
-    with (
-        errors(as_json=as_json),
-        open_catalog("gc") as registry,
-        registry.sessions() as session,
-        session.begin(),
-    ):
-        result = collect_garbage(session, registry.store, grace=period, dry_run=dry_run)
+    with errors(as_json=as_json), open_catalog("gc") as registry:
+        result = collect_garbage(registry.sessions, registry.store, grace=period, dry_run=dry_run)
     emit(result, as_json=as_json, human=lambda: _print(result))

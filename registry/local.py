@@ -21,6 +21,7 @@ from registry.audit import refusals_recorded
 from registry.auth import operator
 from registry.cache import Cache
 from registry.db import ensure_schema, make_engine, session_factory, transaction
+from registry.gc import watermark
 from registry.schemas import (
     AdapterDetail,
     AdapterSummary,
@@ -82,8 +83,13 @@ class LocalRegistry:
             service.check_target(self.store, target)
             if alias is not None:
                 validate_alias(alias)
+            with self.sessions() as session:
+                mark = watermark(session)
             staged = service.stage_folder(
-                self.store, Path(folder), max_weights_bytes=self.settings.max_weights_bytes
+                self.store,
+                Path(folder),
+                max_weights_bytes=self.settings.max_weights_bytes,
+                mark=mark,
             )
             with self.sessions() as session:
                 staged = service.release(

@@ -88,12 +88,27 @@ class Adapter(Base):
     namespace: Mapped[Namespace] = relationship(lazy="joined")
 
 
+class GcRun(Base):
+    """One ``stance gc``: the blobs it condemned are deleted from the store once it started,
+    and all of them are gone once it finished (see ``registry.gc``)."""
+
+    __tablename__ = "gc_runs"
+
+    id: Mapped[intpk]
+    started_at: Mapped[created]
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
 class Blob(Base):
+    """A blob the catalog knows of: referenced by a version, or condemned by a gc run (a row
+    kept as a tombstone, so a publish that saw the blob before its deletion is refused)."""
+
     __tablename__ = "blobs"
 
     digest: Mapped[digest_str] = mapped_column(primary_key=True)
     size: Mapped[int] = mapped_column(BigInteger)
     created_at: Mapped[created]
+    condemned_by: Mapped[int | None] = mapped_column(ForeignKey("gc_runs.id"), index=True)
 
 
 class Version(Base):

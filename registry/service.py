@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 from registry.audit import record
 from registry.auth import Caller, Scope
 from registry.errors import Conflict, Forbidden, InvalidAdapter, InvalidSpec, NotFound
+from registry.gc import Watermark, revive
 from registry.inspect import CARD, CONFIG, WEIGHTS, AdapterInfo, inspect_dir
 from registry.manifest import Manifest, manifest_of
 from registry.models import (
@@ -90,6 +91,7 @@ class Staged:
     info: AdapterInfo
     sketch: Sketch
     warnings: list[str]
+    mark: Watermark  # the gc runs known before the store was checked for these blobs
     release: Release | None = None  # where a releasing store (the Hub) put it
 
 
@@ -130,6 +132,7 @@ def _insert_version(
         session.add(row)
         session.flush()
         session.add_all(VersionTarget(version_id=row.id, module=m) for m in info.target_modules)
+        revive(session, [entry.digest for entry in manifest.files], staged.mark)
     _refresh_latest(session, adapter)
     return row
 
@@ -166,22 +169,28 @@ def _refresh_latest(session: Session, adapter: Adapter) -> None:
     session.flush()
 
 
-def stage_folder(store: Store, folder: Path, *, max_weights_bytes: int) -> Staged:
+def stage_folder(store: Store, folder: Path, *, max_weights_bytes: int, mark: Watermark) -> Staged:
     """Validate a PEFT folder and upload its blobs; touches no catalog (no lock held meanwhile).
 
     Blobs go first: a crash before the catalog commit leaves only unreferenced blobs, which
-    ``stance gc`` removes; never a version without its blobs.
+    ``stance gc`` removes; never a version without its blobs. ``mark`` is ``gc.watermark``
+    read before this call.
     """
     inspection = inspect_dir(folder, max_weights_bytes=max_weights_bytes)
     manifest = manifest_of(inspection.files)
     for entry in manifest.files:
         with inspection.files[entry.path].open("rb") as source:
             store.put(entry.digest, source)
-    return Staged(manifest, inspection.info, inspection.sketch, inspection.warnings)
+    return Staged(manifest, inspection.info, inspection.sketch, inspection.warnings, mark)
 
 
-def stage_manifest(store: Store, manifest: Manifest, *, max_weights_bytes: int) -> Staged:
-    """Validate a version whose blobs were uploaded separately; inspected here, never trusted."""
+def stage_manifest(
+    store: Store, manifest: Manifest, *, max_weights_bytes: int, mark: Watermark
+) -> Staged:
+    """Validate a version whose blobs were uploaded separately; inspected here, never trusted.
+
+    ``mark`` is ``gc.watermark`` read before this call (blobs found now may be collected later).
+    """
     unknown = {f.path for f in manifest.files} - set(PUBLISHABLE)
     if unknown:
         raise InvalidAdapter(f"unexpected files {sorted(unknown)}; a version holds {PUBLISHABLE}")
@@ -193,7 +202,7 @@ def stage_manifest(store: Store, manifest: Manifest, *, max_weights_bytes: int) 
         # Every blob was checked against its digest on the way here, and the folder holds only
         # the manifest's files: what is inspected is exactly what the manifest names.
         inspection = inspect_dir(Path(tmp), max_weights_bytes=max_weights_bytes)
-    return Staged(manifest, inspection.info, inspection.sketch, inspection.warnings)
+    return Staged(manifest, inspection.info, inspection.sketch, inspection.warnings, mark)
 
 
 def check_target(store: Store, target: str) -> None:

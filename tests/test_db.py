@@ -7,6 +7,8 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -27,6 +29,7 @@ from registry.db import (
     transaction,
 )
 from registry.errors import RegistryError
+from registry.gc import collect_garbage, watermark
 from registry.models import Adapter, AdapterTarget, Base, Version
 from registry.settings import Settings
 from registry.stores.local import LocalStore
@@ -93,6 +96,7 @@ import json, sys
 from pathlib import Path
 from registry.local import LocalRegistry
 from registry.errors import RegistryError
+from registry.gc import collect_garbage, watermark
 registry = LocalRegistry()
 sys.stdin.readline()  # start together
 try:
@@ -149,7 +153,12 @@ def test_concurrent_releases_of_one_adapter_keep_the_highest_latest(
     engine = make_engine(pg_url)
     sessions = session_factory(engine)
     store = LocalStore(tmp_path / "store")
-    stage = lambda folder: service.stage_folder(store, folder, max_weights_bytes=10**9)  # noqa: E731
+    with sessions() as session:
+        mark = watermark(session)
+
+    def stage(folder: Path) -> service.Staged:
+        return service.stage_folder(store, folder, max_weights_bytes=10**9, mark=mark)
+
     higher = stage(adapters["curious"])  # q_proj, v_proj
     lower = stage(make_adapter(tmp_path / "k", target_modules=("k_proj",)))
     with transaction(sessions) as first:
@@ -165,13 +174,7 @@ def test_concurrent_releases_of_one_adapter_keep_the_highest_latest(
 
     with transaction(sessions) as first:
         service.publish(first, higher, target="r@2.0.0", caller=operator("t"))
-        worker = threading.Thread(target=publish_lower)
-        worker.start()
-        with engine.connect() as watcher:  # wait until the second writer waits on a lock
-            while worker.is_alive() and not watcher.scalar(
-                text("SELECT count(*) FROM pg_locks WHERE NOT granted")
-            ):
-                time.sleep(0.005)  # polling a condition, not hoping a race is over
+        worker = _blocked(engine, publish_lower)
     worker.join(timeout=60)
     assert not worker.is_alive() and errors == []
     with sessions() as session:
@@ -180,4 +183,48 @@ def test_concurrent_releases_of_one_adapter_keep_the_highest_latest(
             select(AdapterTarget.module).join(Adapter).order_by(AdapterTarget.module)
         ).all()
     assert modules == ["q_proj", "v_proj"]
+    engine.dispose()
+
+
+def _blocked(engine: Engine, work: Callable[[], None]) -> threading.Thread:
+    """``work`` started in a thread, returned once it waits on a lock (or has ended)."""
+    worker = threading.Thread(target=work)
+    worker.start()
+    with engine.connect() as watcher:
+        while worker.is_alive() and not watcher.scalar(
+            text("SELECT count(*) FROM pg_locks WHERE NOT granted")
+        ):
+            time.sleep(0.005)  # polling a condition, not hoping a race is over
+    return worker
+
+
+def test_a_collection_waits_for_a_publish_committing_beside_it(
+    pg_url: str, adapters: dict[str, Path], tmp_path: Path
+) -> None:
+    """A publish has inserted its version, not yet committed, when gc starts: gc must wait,
+    then see the version's blobs as referenced, never delete blobs a version now needs."""
+    _truncate(pg_url)
+    engine = make_engine(pg_url)
+    sessions = session_factory(engine)
+    store = LocalStore(tmp_path / "store")
+    with sessions() as session:
+        staged = service.stage_folder(
+            store, adapters["curious"], max_weights_bytes=10**9, mark=watermark(session)
+        )
+    outcomes: list[object] = []
+
+    def collect() -> None:
+        later = datetime.now(UTC) + timedelta(hours=2)  # every blob is old enough
+        try:
+            outcomes.append(collect_garbage(sessions, store, now=later).digests)
+        except BaseException as exc:  # noqa: BLE001 - reported by the main thread
+            outcomes.append(exc)
+
+    with transaction(sessions) as publisher:
+        service.publish(publisher, staged, target="held@1.0.0", caller=operator("t"))
+        worker = _blocked(engine, collect)
+        assert worker.is_alive()  # gc waits for the publish, not the other way round
+    worker.join(timeout=60)
+    assert not worker.is_alive() and outcomes == [[]]
+    assert {blob.digest for blob in store.iter()} == {f.digest for f in staged.manifest.files}
     engine.dispose()

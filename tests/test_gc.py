@@ -20,11 +20,11 @@ from typer.testing import CliRunner
 import cli.main
 from cli.gc import gc, parse_duration
 from registry.db import transaction
-from registry.errors import NotFound
+from registry.errors import Conflict, NotFound
 from registry.gc import Collection, collect_garbage
 from registry.local import LocalRegistry
 from registry.manifest import digest_bytes
-from registry.models import Blob, Version
+from registry.models import Blob, GcRun, Version
 from registry.service import PUBLISHABLE
 from registry.settings import Settings
 from tests.conftest import snapshot
@@ -35,8 +35,7 @@ LATER = timedelta(hours=2)  # "now" this far ahead makes every blob older than t
 
 
 def run_gc(registry: LocalRegistry, **options: object) -> Collection:
-    with transaction(registry.sessions) as session:
-        return collect_garbage(session, registry.store, **options)  # type: ignore[arg-type]
+    return collect_garbage(registry.sessions, registry.store, **options)  # type: ignore[arg-type]
 
 
 def published_digests(registry: LocalRegistry, spec: str) -> set[str]:
@@ -112,6 +111,7 @@ PUBLISHER = textwrap.dedent(
 
     from registry import service
     from registry.db import transaction
+    from registry.gc import watermark
     from registry.local import LocalRegistry
 
 
@@ -134,7 +134,9 @@ PUBLISHER = textwrap.dedent(
     registry = LocalRegistry()
     folder, target, after = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
     store = PausingStore(registry.store, after)
-    staged = service.stage_folder(store, folder, max_weights_bytes=10**9)
+    with registry.sessions() as session:
+        mark = watermark(session)
+    staged = service.stage_folder(store, folder, max_weights_bytes=10**9, mark=mark)
     print("paused", flush=True)  # every blob is up; the catalog commit comes next
     sys.stdin.read()
     with transaction(registry.sessions) as session:
@@ -177,6 +179,77 @@ def test_publisher_killed_mid_upload_leaves_only_blobs_that_gc_removes(
     result = run_gc(registry, grace=timedelta(0))
     assert set(result.digests) == uploaded
     assert stored(registry) == set()
+
+
+def _leave_blobs_of(registry: LocalRegistry, folder: Path) -> list[Path]:
+    """The folder's files as blobs in the store, as an earlier publish that died leaves them."""
+    files = [folder / name for name in PUBLISHABLE if (folder / name).exists()]
+    for path in files:
+        registry.store.put(digest_bytes(path.read_bytes()), io.BytesIO(path.read_bytes()))
+    return files
+
+
+def test_blobs_collected_while_their_publish_is_in_flight_refuse_its_commit(
+    registry: LocalRegistry, adapters: dict[str, Path], settings: Settings, tmp_path: Path
+) -> None:
+    """The publish finds old unreferenced copies of its blobs (so uploads nothing) and a
+    collection deletes them before its commit: the commit is refused and changes nothing;
+    publishing again uploads them anew, and the version is whole."""
+    files = _leave_blobs_of(registry, adapters["confident"])
+    publisher = subprocess.Popen(
+        [sys.executable, "-c", PUBLISHER, str(adapters["confident"]), "raced@1.0.0", "0"],
+        cwd=ROOT,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert publisher.stdout is not None
+    try:
+        assert publisher.stdout.readline() == "paused\n"  # staged: every blob was present
+        result = run_gc(registry, now=datetime.now(UTC) + LATER)
+        assert len(result.digests) == len(files) and stored(registry) == set()
+        before = snapshot(settings.catalog_url, settings.home / "blobs")
+        _, err = publisher.communicate("", timeout=120)  # resume: the catalog commit
+    finally:
+        publisher.kill()
+        publisher.wait()
+    assert publisher.returncode == 1
+    assert "garbage-collected while this publish was in flight" in err
+    assert snapshot(settings.catalog_url, settings.home / "blobs") == before
+    with pytest.raises(NotFound):
+        registry.resolve("raced@1.0.0")
+
+    registry.publish(adapters["confident"], "raced@1.0.0")  # uploads them again: accepted
+    out = registry.fetch("raced@1.0.0", tmp_path / "out")
+    assert all((out / path.name).read_bytes() == path.read_bytes() for path in files)
+    assert run_gc(registry, now=datetime.now(UTC) + LATER).count == 0  # referenced now
+
+
+def test_a_collection_that_died_is_finished_by_the_next(
+    registry: LocalRegistry, adapters: dict[str, Path], settings: Settings, tmp_path: Path
+) -> None:
+    """Blobs condemned by a run that never deleted them may vanish at any time: publishing
+    them is refused until the next collection finishes that run."""
+    files = _leave_blobs_of(registry, adapters["curious"])
+    digests = sorted(digest_bytes(path.read_bytes()) for path in files)
+    with transaction(registry.sessions) as session:  # what a collector leaves when killed
+        run = GcRun()
+        session.add(run)
+        session.flush()
+        session.add_all(Blob(digest=d, size=1, condemned_by=run.id) for d in digests)
+    before = snapshot(settings.catalog_url, settings.home / "blobs")
+    with pytest.raises(Conflict, match="garbage-collected"):
+        registry.publish(adapters["curious"], "curious@1.0.0")
+    assert snapshot(settings.catalog_url, settings.home / "blobs") == before
+
+    assert run_gc(registry).count == 0  # nothing new to collect; the dead run is finished
+    assert stored(registry) == set()
+    with registry.sessions() as session:
+        assert session.scalar(select(func.count()).where(GcRun.finished_at.is_(None))) == 0
+    registry.publish(adapters["curious"], "curious@1.0.0")
+    out = registry.fetch("curious@1.0.0", tmp_path / "out")
+    assert sorted(digest_bytes(p.read_bytes()) for p in out.iterdir()) == digests
 
 
 def cli_app() -> typer.Typer:

@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 from registry import queries, service
 from registry.auth import operator
 from registry.errors import Conflict, InvalidAdapter, InvalidSpec, NotFound
+from registry.gc import watermark
 from registry.manifest import Manifest
 from registry.models import AdapterTarget, AliasEvent, AuditEvent, Blob, Version
 from registry.stores.local import LocalStore
@@ -19,7 +20,8 @@ from tests.factories import TINY_BASE, make_adapter
 
 
 def pub(session: Session, store: LocalStore, folder: Path, target: str, **kw: object):
-    staged = service.stage_folder(store, folder, max_weights_bytes=10**9)
+    mark = watermark(session)
+    staged = service.stage_folder(store, folder, max_weights_bytes=10**9, mark=mark)
     return service.publish(session, staged, target=target, caller=operator("tester"), **kw)
 
 
@@ -267,11 +269,13 @@ def test_stage_manifest_inspects_server_side(
 
     manifest = manifest_of(inspect_dir(adapters["curious"]).files)
     with pytest.raises(NotFound, match="not uploaded"):
-        service.stage_manifest(store, manifest, max_weights_bytes=10**9)
+        service.stage_manifest(store, manifest, max_weights_bytes=10**9, mark=watermark(session))
     for entry in manifest.files:
         with (adapters["curious"] / entry.path).open("rb") as fh:
             store.put(entry.digest, fh)
-    staged = service.stage_manifest(store, manifest, max_weights_bytes=10**9)
+    staged = service.stage_manifest(
+        store, manifest, max_weights_bytes=10**9, mark=watermark(session)
+    )
     assert staged.info.r == 8
     result = service.publish(session, staged, target="c@1.0.0", caller=operator("t"))
     assert result.digest == manifest.digest and result.created
@@ -286,7 +290,7 @@ def test_stage_manifest_inspects_server_side(
         ]
     )
     with pytest.raises(InvalidAdapter, match="adapter_model.safetensors"):
-        service.stage_manifest(store, swapped, max_weights_bytes=10**9)
+        service.stage_manifest(store, swapped, max_weights_bytes=10**9, mark=watermark(session))
     extra = Manifest.of([*manifest.files, config.model_copy(update={"path": "run.sh"})])
     with pytest.raises(InvalidAdapter, match="unexpected files"):
-        service.stage_manifest(store, extra, max_weights_bytes=10**9)
+        service.stage_manifest(store, extra, max_weights_bytes=10**9, mark=watermark(session))

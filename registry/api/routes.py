@@ -15,6 +15,7 @@ from registry.api.deps import AppState, SessionDep, StateDep
 from registry.api.schemas import AliasUpdate, Health, VersionCreate, YankRequest
 from registry.auth import Scope
 from registry.db import current_revision, transaction
+from registry.gc import watermark
 from registry.manifest import Manifest
 from registry.schemas import (
     AdapterDetail,
@@ -132,12 +133,15 @@ async def commit_version(
     target = f"{namespace}/{name}@{body.version}"
     who.authorize(Scope.PUBLISH, namespace)  # before any work on the blobs
     manifest = Manifest.of(body.files)
-    staged = await run_in_threadpool(
-        service.stage_manifest,
-        app.store,
-        manifest,
-        max_weights_bytes=app.settings.max_weights_bytes,
-    )
+
+    def stage() -> service.Staged:
+        with app.sessions() as session:
+            mark = watermark(session)  # before the store is checked for the blobs
+        return service.stage_manifest(
+            app.store, manifest, max_weights_bytes=app.settings.max_weights_bytes, mark=mark
+        )
+
+    staged = await run_in_threadpool(stage)
 
     def record() -> PublishResult:
         with app.sessions() as session:

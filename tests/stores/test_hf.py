@@ -27,7 +27,6 @@ from typer.testing import CliRunner
 
 from cli.main import app
 from registry import Registry
-from registry.db import transaction
 from registry.errors import Conflict, Forbidden, IntegrityError, InvalidSpec, Unauthorized
 from registry.gc import collect_garbage
 from registry.local import LocalRegistry
@@ -263,10 +262,8 @@ def test_pull_gc_and_reclaim_on_the_hub(
     orphan = b"uploaded by a publish that never committed"
     store.put(digest_bytes(orphan), io.BytesIO(orphan))
     referenced = {f.digest for f in hf_registry.resolve(SPEC).files}
-    with transaction(hf_registry.sessions) as session:
-        assert collect_garbage(session, store).count == 0  # young: inside the grace period
-    with transaction(hf_registry.sessions) as session:
-        result = collect_garbage(session, store, grace=timedelta(0))
+    assert collect_garbage(hf_registry.sessions, store).count == 0  # young: in the grace period
+    result = collect_garbage(hf_registry.sessions, store, grace=timedelta(0))
     assert result.digests == [digest_bytes(orphan)]
     assert {b.digest for b in store.iter()} == referenced
     assert isinstance(store, HfStore)
