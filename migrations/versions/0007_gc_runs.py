@@ -3,7 +3,7 @@ saw a blob before a collection deleted it is refused instead of committing a ver
 
 Revision ID: 0007
 Revises: 0006
-Create Date: 2026-11-25 07:30:00.000000
+Create Date: 2026-11-25 07:15:00.000000
 """
 
 from __future__ import annotations
