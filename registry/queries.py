@@ -9,7 +9,7 @@ from dataclasses import replace
 from typing import Any, Literal, overload
 
 import semantic_version
-from sqlalchemy import and_, bindparam, func, or_, select
+from sqlalchemy import Row, Select, and_, bindparam, func, or_, select
 from sqlalchemy.orm import Session
 
 from registry.errors import InvalidSpec, NotFound
@@ -83,23 +83,34 @@ def _release_order():
     return (Version.major.desc(), Version.minor.desc(), Version.patch.desc())
 
 
-# Resolving is the hot path: these statements are built once, with bound parameters, because
-# building them on every call cost more than the database took to answer them.
-_IN_ADAPTER = (
-    select(Version)
-    .join(Adapter, Adapter.id == Version.adapter_id)
-    .join(Namespace, Namespace.id == Adapter.namespace_id)
-    .where(Namespace.name == bindparam("namespace"), Adapter.name == bindparam("name"))
+# A resolution's columns: loading whole rows would also decode each version's ``info`` JSON
+# (its whole fingerprint), which cost a resolve more than the query itself.
+_RESOLVED = (
+    Version.version,
+    Version.digest,
+    Version.yanked,
+    Version.yanked_reason,
+    Version.base_model,
+    Version.manifest,
+    Version.hub_repo,
+    Version.hub_revision,
 )
-# The pointer the service keeps on publish, yank and unyank (one indexed join).
-_LATEST = _IN_ADAPTER.where(Version.id == Adapter.latest_version_id)
-_EXACT = _IN_ADAPTER.where(Version.version == bindparam("selector"))
-_UNYANKED_NAMES = _IN_ADAPTER.with_only_columns(Version.version).where(~Version.yanked)
-_BY_DIGEST = _IN_ADAPTER.where(Version.digest == bindparam("selector"))
-# From the alias's unique (adapter, name) index straight to its one version.
-_BY_ALIAS = select(Version).where(
-    Version.id
-    == (
+
+
+def _statements(*columns: Any) -> dict[SelectorKind, Select[Any]]:
+    """How each kind of selector finds its version, as statements with bound parameters.
+
+    Resolving is the hot path: they are built once, because building them on every call cost
+    more than the database took to answer them.
+    """
+    in_adapter = (
+        select(*columns)
+        .join(Adapter, Adapter.id == Version.adapter_id)
+        .join(Namespace, Namespace.id == Adapter.namespace_id)
+        .where(Namespace.name == bindparam("namespace"), Adapter.name == bindparam("name"))
+    )
+    # From the alias's unique (adapter, name) index straight to its one version.
+    aliased = (
         select(Alias.version_id)
         .join(Adapter, Adapter.id == Alias.adapter_id)
         .join(Namespace, Namespace.id == Adapter.namespace_id)
@@ -110,35 +121,48 @@ _BY_ALIAS = select(Version).where(
         )
         .scalar_subquery()
     )
-)
+    return {
+        # The pointer the service keeps on publish, yank and unyank (one indexed join).
+        SelectorKind.LATEST: in_adapter.where(Version.id == Adapter.latest_version_id),
+        SelectorKind.EXACT: in_adapter.where(Version.version == bindparam("selector")),
+        SelectorKind.RANGE: in_adapter.with_only_columns(Version.version).where(~Version.yanked),
+        SelectorKind.DIGEST: in_adapter.where(Version.digest == bindparam("selector")),
+        SelectorKind.ALIAS: select(*columns).where(Version.id == aliased),
+    }
 
 
-def _select(session: Session, spec: Spec) -> Version | None:
+_ROWS = _statements(Version, Version.version)  # whole rows; ``version`` orders DIGEST matches
+_RESOLUTIONS = _statements(*_RESOLVED)
+
+
+def _select(
+    session: Session, spec: Spec, statements: dict[SelectorKind, Select[Any]]
+) -> Row[Any] | None:
+    """The row ``spec`` selects from ``statements`` (whole versions or resolution columns)."""
     params = {"namespace": spec.namespace, "name": spec.name, "selector": spec.selector}
+    found = session.execute(statements[spec.kind], params)
     match spec.kind:
-        case SelectorKind.LATEST:
-            return session.scalars(_LATEST, params).first()
-        case SelectorKind.EXACT:
-            return session.scalars(_EXACT, params).first()
         case SelectorKind.RANGE:
-            names = session.scalars(_UNYANKED_NAMES, params).all()
-            best = select_range(list(names), spec.selector)
-            return (
-                None
-                if best is None
-                else _select(session, replace(spec, selector=best, kind=SelectorKind.EXACT))
+            best = select_range(list(found.scalars()), spec.selector)
+            if best is None:
+                return None
+            return _select(
+                session, replace(spec, selector=best, kind=SelectorKind.EXACT), statements
             )
-        case SelectorKind.ALIAS:
-            return session.scalars(_BY_ALIAS, params).first()
         case SelectorKind.DIGEST:
-            rows = session.scalars(_BY_DIGEST, params).all()
             # Identical content published twice: the highest version names it.
-            return max(rows, key=lambda v: semantic_version.Version(v.version), default=None)
+            return max(found, key=lambda v: semantic_version.Version(v.version), default=None)
+        case _:
+            return found.first()
 
 
 def resolve_version(session: Session, spec: Spec) -> Version:
     """The version row ``spec`` selects, or NotFound saying what was asked."""
-    row = _select(session, spec)
+    return _found(session, spec, _ROWS)[0]
+
+
+def _found(session: Session, spec: Spec, statements: dict[SelectorKind, Select[Any]]) -> Row[Any]:
+    row = _select(session, spec, statements)
     if row is None:
         find_adapter(session, spec.namespace, spec.name, required=True)  # "no adapter" first
         what = {
@@ -165,7 +189,7 @@ def latest_release(session: Session, adapter: Adapter) -> Version | None:
 def resolve_spec(session: Session, spec: str | Spec) -> Resolution:
     """Resolve ``[ns/]name[@selector]`` to an exact version, its digest and files."""
     parsed = parse_spec(spec) if isinstance(spec, str) else spec
-    row = resolve_version(session, parsed)
+    row = _found(session, parsed, _RESOLUTIONS)
     return Resolution(
         namespace=parsed.namespace,
         name=parsed.name,
