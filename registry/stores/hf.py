@@ -15,7 +15,11 @@ Two kinds of repository under ``owner``, both private when this store creates th
 
 The tag is the Hub-side guard on immutability: a tag already pointing at other content is a
 Conflict, the same tag at the same content is an idempotent re-publish. A repository that
-exists without our ``stance.json`` (somebody's own model) is never written to.
+exists without our ``stance.json`` (somebody's own model) is never written to. Commits to
+``main`` name the head they build on, so of two publishers racing one version, the second to
+commit reads the first's untagged commit first: the same content is tagged where it is, other
+content is refused without a commit (unless that commit is ``abandoned_after`` old: its
+publisher died before tagging it).
 
 Endpoint and token are huggingface_hub's own ``HF_ENDPOINT`` and ``HF_TOKEN`` (or the token
 ``huggingface-cli login`` saved); uploads go through Xet or LFS as huggingface_hub decides.
@@ -31,7 +35,7 @@ import re
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -67,6 +71,7 @@ BLOBS_REPO = "stance-blobs"
 RECORD = "stance.json"  # who this repo belongs to, and what each tagged commit holds
 KEEP = {".gitattributes"}  # files of a new Hub repo that a release leaves alone
 COMMIT_RETRIES = 5
+ABANDONED_AFTER = timedelta(minutes=10)  # an untagged release older than this was given up
 _BLOB = re.compile(r"sha256:[0-9a-f]{64}")
 
 
@@ -118,8 +123,16 @@ def _message(exc: BaseException) -> str:
 class HfStore:
     """``hf://owner``: blobs in ``owner/stance-blobs``, each version in ``owner/<name>``."""
 
-    def __init__(self, owner: str, *, endpoint: str | None = None, token: str | None = None):
+    def __init__(
+        self,
+        owner: str,
+        *,
+        endpoint: str | None = None,
+        token: str | None = None,
+        abandoned_after: timedelta = ABANDONED_AFTER,
+    ):
         self.owner = owner
+        self.abandoned_after = abandoned_after
         self.url = f"hf://{owner}"
         # Read when the store opens, not when huggingface_hub was imported.
         self.endpoint = (
@@ -335,6 +348,14 @@ class HfStore:
                     f"{repo} exists on the Hub and is not the repo of {title.split('@')[0]}; "
                     "stance will not write to it"
                 )
+            if mine and owner.get("version") == record["version"]:
+                if owner.get("digest") == record["digest"]:
+                    return head  # committed by a racing publisher, or one that died untagged
+                if not self._abandoned(repo, head):
+                    raise Conflict(
+                        f"{repo}: another publisher is releasing {title} with other content "
+                        f"(commit {head[:12]} on main, not tagged yet); versions are immutable"
+                    )
             files = sorted(folder.iterdir())
             operations: list[CommitOperationAdd | CommitOperationDelete] = [
                 CommitOperationAdd(path_in_repo=p.name, path_or_fileobj=str(p)) for p in files
@@ -351,6 +372,11 @@ class HfStore:
                     raise
                 # Another publisher moved main between our read and our commit: read again.
         raise Conflict(f"{repo}: main kept moving during {COMMIT_RETRIES} attempts to commit")
+
+    def _abandoned(self, repo: str, head: str) -> bool:
+        """Whether the untagged commit ``head`` is older than ``abandoned_after``."""
+        commit = next(iter(self.api.list_repo_commits(repo, revision=head)))
+        return datetime.now(UTC) - commit.created_at >= self.abandoned_after
 
 
 def _card(record: dict[str, Any], repo: str, tag: str, base_model: str | None) -> str:

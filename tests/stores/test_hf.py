@@ -26,11 +26,11 @@ from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from cli.main import app
-from registry import Registry
+from registry import Registry, service
 from registry.errors import Conflict, Forbidden, IntegrityError, InvalidSpec, Unauthorized
-from registry.gc import collect_garbage
+from registry.gc import Watermark, collect_garbage
 from registry.local import LocalRegistry
-from registry.manifest import digest_bytes
+from registry.manifest import Manifest, digest_bytes
 from registry.settings import Settings
 from registry.stores import blob_key, open_store
 from registry.stores.hf import HfStore
@@ -80,6 +80,12 @@ def hub_state(api: HfApi, repo: str) -> tuple[list[tuple[str, str]], list[str]]:
         return [], []
     targets = [(r.ref, r.target_commit) for r in [*refs.branches, *refs.tags]]
     return sorted(targets), [c.commit_id for c in api.list_repo_commits(repo)]
+
+
+def other_catalog(tmp_path: Path, hf_url: str, monkeypatch: pytest.MonkeyPatch) -> LocalRegistry:
+    """A second catalog on the same Hub owner (another team's registry)."""
+    monkeypatch.setenv("STANCE_DATABASE_URL", f"sqlite:///{tmp_path / 'other.db'}")
+    return LocalRegistry(Settings(store=hf_url, home=tmp_path / "other-home"), actor="test")
 
 
 def released(registry: LocalRegistry, folder: Path, endpoint: str) -> tuple[HfApi, str]:
@@ -185,18 +191,73 @@ def test_a_tag_holding_other_content_is_a_conflict(
     api, repo = released(hf_registry, adapters["curious"], hf_env)
     before = hub_state(api, repo)
 
-    monkeypatch.setenv("STANCE_DATABASE_URL", f"sqlite:///{tmp_path / 'other.db'}")
-    other_settings = Settings(store=hf_url, home=tmp_path / "other-home")
-    with LocalRegistry(other_settings, actor="test") as other:
-        catalog = snapshot(other_settings.catalog_url, tmp_path / "no-local-store")
+    with other_catalog(tmp_path, hf_url, monkeypatch) as other:
+        catalog = snapshot(other.settings.catalog_url, tmp_path / "no-local-store")
         with pytest.raises(Conflict, match="already has tag v1.0.0"):
             other.publish(adapters["confident"], SPEC)
-        assert snapshot(other_settings.catalog_url, tmp_path / "no-local-store") == catalog
+        assert snapshot(other.settings.catalog_url, tmp_path / "no-local-store") == catalog
         assert hub_state(api, repo) == before
         # The same content is recognised, and recorded with the same commit.
         assert other.publish(adapters["curious"], SPEC).created
         assert other.resolve(SPEC).hub_revision == hf_registry.resolve(SPEC).hub_revision
     assert hub_state(api, repo) == before
+
+
+@pytest.fixture
+def untagged(
+    hf_registry: LocalRegistry, adapters: dict[str, Path], hf_env: str
+) -> tuple[HfApi, str, str]:
+    """curious@1.0.0 committed to main but not tagged: a racing publisher about to tag it,
+    or one that died before it could. The Hub API, the repo, and the untagged commit."""
+    api, repo = released(hf_registry, adapters["curious"], hf_env)
+    api.delete_tag(repo, tag="v1.0.0")
+    return api, repo, api.list_repo_refs(repo).branches[0].target_commit
+
+
+def test_a_racing_release_of_the_same_version_is_not_overwritten(
+    untagged: tuple[HfApi, str, str],
+    adapters: dict[str, Path],
+    hf_url: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The first publisher's commit is on main, its tag not yet made: other content for that
+    version is refused without a commit; the same content is tagged at that very commit."""
+    api, repo, head = untagged
+    before = hub_state(api, repo)
+    with other_catalog(tmp_path, hf_url, monkeypatch) as other:
+        with pytest.raises(Conflict, match="another publisher is releasing"):
+            other.publish(adapters["confident"], SPEC)
+        assert hub_state(api, repo) == before
+        assert other.publish(adapters["curious"], SPEC).created
+        assert other.resolve(SPEC).hub_revision == head
+    refs = api.list_repo_refs(repo)
+    assert [(t.name, t.target_commit) for t in refs.tags] == [("v1.0.0", head)]
+    assert hub_state(api, repo)[1] == before[1]  # no new commit
+
+
+def test_a_release_its_publisher_never_tagged_is_committed_over_once_abandoned(
+    untagged: tuple[HfApi, str, str], adapters: dict[str, Path], hf_url: str, tmp_path: Path
+) -> None:
+    api, repo, head = untagged
+    owner = hf_url.removeprefix("hf://")
+    store = HfStore(owner, token=HUB_TOKEN, abandoned_after=timedelta(0))
+    with pytest.raises(Conflict, match="another publisher is releasing"):
+        HfStore(owner, token=HUB_TOKEN).release(
+            "default", "curious", "1.0.0", staged(store, adapters["confident"]), None
+        )
+    release = store.release(
+        "default", "curious", "1.0.0", staged(store, adapters["confident"]), None
+    )
+    assert release.revision != head
+    tags = api.list_repo_refs(repo).tags
+    assert [(t.name, t.target_commit) for t in tags] == [("v1.0.0", release.revision)]
+
+
+def staged(store: HfStore, folder: Path) -> Manifest:
+    return service.stage_folder(
+        store, folder, max_weights_bytes=10**9, mark=Watermark(0, frozenset())
+    ).manifest
 
 
 def test_a_repo_that_is_not_ours_is_never_written(
