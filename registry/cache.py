@@ -34,6 +34,10 @@ Opener = Callable[[str], BinaryIO]
 Resume = Callable[[str, int], BinaryIO]  # (digest, offset): the rest of a blob
 
 
+# From versions/<namespace>/<name>/<version>/ up to the cache root, then into blobs/.
+_LINK_TO_BLOBS = os.path.join("..", "..", "..", "..", "blobs", "")
+
+
 def _hex(digest: str) -> str:
     return digest.removeprefix("sha256:")
 
@@ -124,14 +128,17 @@ class Cache:
         """``versions/<ns>/<name>/<version>/``: the version's files as links into blobs/."""
         folder = self.root / "versions" / resolution.namespace / resolution.name
         folder = folder / resolution.version
-        folder.mkdir(parents=True, exist_ok=True)
+        made = False
         for entry in resolution.files:
-            blob = self.blob(entry, opener, resume)
-            link = folder / entry.path
-            target = os.path.relpath(blob, folder)
+            self.blob(entry, opener, resume)
+            link = os.path.join(folder, entry.path)
+            target = _LINK_TO_BLOBS + _hex(entry.digest)  # what os.path.relpath gives, cheaper
             with contextlib.suppress(OSError):  # missing, or not a link: (re)made below
                 if os.readlink(link) == target:
                     continue  # one readlink, where resolving both paths cost a dozen syscalls
+            if not made:
+                folder.mkdir(parents=True, exist_ok=True)
+                made = True
             tmp = folder / f".{entry.path}.{os.getpid()}.tmp"
             tmp.unlink(missing_ok=True)
             tmp.symlink_to(target)
