@@ -102,8 +102,8 @@ class LocalRegistry:
 
     def resolve(self, spec: str) -> Resolution:
         """The exact version and digest that ``spec`` selects now."""
-        with self.sessions() as session:
-            return queries.resolve_spec(session, spec)
+        with self.engine.connect() as conn:
+            return queries.resolve_spec(conn, spec)
 
     def poll(self, spec: str, etag: str | None = None) -> tuple[Resolution | None, str | None]:
         """Like ``RemoteRegistry.poll``: the resolution if it changed since ``etag``."""

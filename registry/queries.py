@@ -9,7 +9,7 @@ from dataclasses import replace
 from typing import Any, Literal, overload
 
 import semantic_version
-from sqlalchemy import Row, Select, and_, bindparam, func, or_, select
+from sqlalchemy import Connection, Row, Select, and_, bindparam, func, or_, select
 from sqlalchemy.orm import Session
 
 from registry.errors import InvalidSpec, NotFound
@@ -41,6 +41,18 @@ from registry.spec import select as select_range
 MAX_PAGE = 100
 
 
+_ADAPTER = (
+    select(Adapter)
+    .join(Namespace)
+    .where(Namespace.name == bindparam("namespace"), Adapter.name == bindparam("name"))
+)
+_ADAPTER_ID = _ADAPTER.with_only_columns(Adapter.id)
+
+
+def _no_adapter(namespace: str, name: str) -> NotFound:
+    return NotFound(f"no adapter {namespace}/{name}")
+
+
 @overload
 def find_adapter(
     session: Session, namespace: str, name: str, *, required: Literal[True]
@@ -52,11 +64,9 @@ def find_adapter(
 def find_adapter(
     session: Session, namespace: str, name: str, *, required: bool = False
 ) -> Adapter | None:
-    adapter = session.scalars(
-        select(Adapter).join(Namespace).where(Namespace.name == namespace, Adapter.name == name)
-    ).one_or_none()
+    adapter = session.scalars(_ADAPTER, {"namespace": namespace, "name": name}).one_or_none()
     if adapter is None and required:
-        raise NotFound(f"no adapter {namespace}/{name}")
+        raise _no_adapter(namespace, name)
     return adapter
 
 
@@ -136,19 +146,17 @@ _RESOLUTIONS = _statements(*_RESOLVED)
 
 
 def _select(
-    session: Session, spec: Spec, statements: dict[SelectorKind, Select[Any]]
+    db: Session | Connection, spec: Spec, statements: dict[SelectorKind, Select[Any]]
 ) -> Row[Any] | None:
     """The row ``spec`` selects from ``statements`` (whole versions or resolution columns)."""
     params = {"namespace": spec.namespace, "name": spec.name, "selector": spec.selector}
-    found = session.execute(statements[spec.kind], params)
+    found = db.execute(statements[spec.kind], params)
     match spec.kind:
         case SelectorKind.RANGE:
             best = select_range(list(found.scalars()), spec.selector)
             if best is None:
                 return None
-            return _select(
-                session, replace(spec, selector=best, kind=SelectorKind.EXACT), statements
-            )
+            return _select(db, replace(spec, selector=best, kind=SelectorKind.EXACT), statements)
         case SelectorKind.DIGEST:
             # Identical content published twice: the highest version names it.
             return max(found, key=lambda v: semantic_version.Version(v.version), default=None)
@@ -161,10 +169,14 @@ def resolve_version(session: Session, spec: Spec) -> Version:
     return _found(session, spec, _ROWS)[0]
 
 
-def _found(session: Session, spec: Spec, statements: dict[SelectorKind, Select[Any]]) -> Row[Any]:
-    row = _select(session, spec, statements)
+def _found(
+    db: Session | Connection, spec: Spec, statements: dict[SelectorKind, Select[Any]]
+) -> Row[Any]:
+    row = _select(db, spec, statements)
     if row is None:
-        find_adapter(session, spec.namespace, spec.name, required=True)  # "no adapter" first
+        params = {"namespace": spec.namespace, "name": spec.name}
+        if db.execute(_ADAPTER_ID, params).first() is None:  # "no adapter" comes first
+            raise _no_adapter(spec.namespace, spec.name)
         what = {
             SelectorKind.LATEST: "has no non-yanked release",
             SelectorKind.EXACT: f"has no version {spec.selector}",
@@ -186,10 +198,14 @@ def latest_release(session: Session, adapter: Adapter) -> Version | None:
     ).first()
 
 
-def resolve_spec(session: Session, spec: str | Spec) -> Resolution:
-    """Resolve ``[ns/]name[@selector]`` to an exact version, its digest and files."""
+def resolve_spec(db: Session | Connection, spec: str | Spec) -> Resolution:
+    """Resolve ``[ns/]name[@selector]`` to an exact version, its digest and files.
+
+    Takes a plain connection too: resolving needs no ORM, and a Session around one query
+    cost as much as the query.
+    """
     parsed = parse_spec(spec) if isinstance(spec, str) else spec
-    row = _found(session, parsed, _RESOLUTIONS)
+    row = _found(db, parsed, _RESOLUTIONS)
     return Resolution(
         namespace=parsed.namespace,
         name=parsed.name,
