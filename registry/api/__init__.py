@@ -32,7 +32,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="1",
         description="Registry for LoRA adapters: publish, discover, pin and fetch versions.",
     )
-    app.state.registry = AppState(settings, session_factory(engine), open_store(settings.store_url))
+    app.state.registry = AppState(
+        settings, engine, session_factory(engine), open_store(settings.store_url)
+    )
     app.state.auth_limiter = FailedAuthLimiter()
     errors.install(app)
     metrics.install(app)

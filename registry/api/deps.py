@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Request
+from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from registry.settings import Settings
@@ -16,6 +17,7 @@ from registry.stores import Store
 @dataclass
 class AppState:
     settings: Settings
+    engine: Engine  # for the hot reads that need no ORM (resolve)
     sessions: sessionmaker[Session]
     store: Store
 

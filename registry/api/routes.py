@@ -109,8 +109,8 @@ async def resolve(
 
 
 def _resolution_json(app: AppState, spec: str) -> bytes:
-    with app.sessions() as session:
-        return queries.resolve_spec(session, spec).model_dump_json().encode()
+    with app.engine.connect() as conn:
+        return queries.resolve_spec(conn, spec).model_dump_json().encode()
 
 
 @router.post(
