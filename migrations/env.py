@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from alembic import context
+from sqlalchemy import Connection
 
 from registry.models import Base
 
@@ -18,16 +19,37 @@ def _engine():
     return make_engine(context.config.get_main_option("sqlalchemy.url") or Settings().catalog_url)
 
 
+def _sqlite_foreign_keys(connection: Connection, on: bool) -> None:
+    # On the DBAPI connection, before SQLAlchemy begins: SQLite ignores this PRAGMA inside a
+    # transaction.
+    connection.connection.driver_connection.execute(f"PRAGMA foreign_keys={int(on)}")
+
+
 def run_migrations_online() -> None:
     with _engine().connect() as connection:
+        sqlite = connection.dialect.name == "sqlite"
         context.configure(
-            connection=connection,
-            target_metadata=Base.metadata,
-            render_as_batch=connection.dialect.name == "sqlite",
+            connection=connection, target_metadata=Base.metadata, render_as_batch=sqlite
         )
-        with context.begin_transaction():
-            context.run_migrations()
-        connection.commit()
+        if not sqlite:
+            with context.begin_transaction():
+                context.run_migrations()
+            connection.commit()
+            return
+        # Batch mode rebuilds a table (copy, drop, rename); with foreign keys enforced, the
+        # drop fails once other tables' rows reference it. So they are off while migrating,
+        # and a full check stands in for them before the migration commits.
+        _sqlite_foreign_keys(connection, on=False)
+        try:
+            with context.begin_transaction():
+                context.run_migrations()
+                broken = connection.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+                if broken:
+                    raise RuntimeError(f"migration left dangling references: {broken[:5]}")
+            connection.commit()
+        finally:
+            connection.rollback()
+            _sqlite_foreign_keys(connection, on=True)
 
 
 if context.is_offline_mode():
