@@ -63,6 +63,9 @@ def build(dest: Path, *, seed: int, peak: float, version_shift: float = 0.0) -> 
     config_path = dest / "adapter_config.json"
     config = json.loads(config_path.read_text())
     config["base_model_name_or_path"] = BASE_MODEL
+    # PEFT writes target_modules from a set, in an order that changes with each process's
+    # string hashing: sorted, the same adapter is the same bytes (and a re-publish a no-op).
+    config["target_modules"] = sorted(config["target_modules"])
     config_path.write_text(json.dumps(config, indent=2, sort_keys=True))
     return dest
 
