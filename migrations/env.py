@@ -31,25 +31,22 @@ def run_migrations_online() -> None:
         context.configure(
             connection=connection, target_metadata=Base.metadata, render_as_batch=sqlite
         )
-        if not sqlite:
-            with context.begin_transaction():
-                context.run_migrations()
-            connection.commit()
-            return
-        # Batch mode rebuilds a table (copy, drop, rename); with foreign keys enforced, the
-        # drop fails once other tables' rows reference it. So they are off while migrating,
+        # SQLite's batch mode rebuilds a table (copy, drop, rename); with foreign keys enforced,
+        # the drop fails once other tables' rows reference it. So they are off while migrating,
         # and a full check stands in for them before the migration commits.
-        _sqlite_foreign_keys(connection, on=False)
+        if sqlite:
+            _sqlite_foreign_keys(connection, on=False)
         try:
             with context.begin_transaction():
                 context.run_migrations()
-                broken = connection.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+                broken = sqlite and connection.exec_driver_sql("PRAGMA foreign_key_check").all()
                 if broken:
                     raise RuntimeError(f"migration left dangling references: {broken[:5]}")
             connection.commit()
         finally:
-            connection.rollback()
-            _sqlite_foreign_keys(connection, on=True)
+            if sqlite:
+                connection.rollback()
+                _sqlite_foreign_keys(connection, on=True)
 
 
 if context.is_offline_mode():
