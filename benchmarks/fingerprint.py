@@ -1,4 +1,4 @@
-"""What the closed forms of registry/fingerprint.py save over materialising ``dW = s * B @ A``.
+"""What the closed forms of registry/lora/fingerprint.py save over materialising ``dW = s * B @ A``.
 
     python benchmarks/fingerprint.py [--repeat N]
 
@@ -24,8 +24,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))  # run from a checkout without installing the package
 
-from registry.fingerprint import compute_fingerprint, delta_norm, spectrum  # noqa: E402
-from registry.inspect import LoraModule  # noqa: E402
+from registry.lora.fingerprint import compute_fingerprint, delta_norm, spectrum  # noqa: E402
+from registry.lora.inspection import LoraModule  # noqa: E402
 
 WIDTH = 4096
 LAYERS = 32

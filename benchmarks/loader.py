@@ -40,8 +40,8 @@ from transformers import LlamaForCausalLM  # noqa: E402
 
 from examples.stances import BASE_MODEL as HUB_ID  # noqa: E402
 from examples.stances import SMOLLM2_135M  # noqa: E402
+from registry.embedded import EmbeddedRegistry  # noqa: E402
 from registry.loader import RoleSet  # noqa: E402
-from registry.local import LocalRegistry  # noqa: E402
 from registry.settings import Settings  # noqa: E402
 
 COUNTS = (2, 10, 50)
@@ -126,7 +126,7 @@ class Bench:
         self.model = smollm2_shaped(device)
         folders = make_adapters(self.model, root / "adapters", max(COUNTS))
         home = root / "home"
-        self.registry = LocalRegistry(
+        self.registry = EmbeddedRegistry(
             Settings(
                 home=home, database_url=f"sqlite:///{home / 'c.db'}", store=(home / "b").as_uri()
             )

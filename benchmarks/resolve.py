@@ -83,11 +83,11 @@ def synthesise_adapter(dest: Path, *, layers: int = 4, width: int = 256, r: int 
 
 
 def seed_ours(home: Path, work: Path) -> None:
-    from registry.local import LocalRegistry
+    from registry.embedded import EmbeddedRegistry
     from registry.settings import Settings
 
     folder = synthesise_adapter(work / "adapter")
-    LocalRegistry(Settings(home=home)).publish(folder, f"{NAME}@{VERSION}", alias=ALIAS)
+    EmbeddedRegistry(Settings(home=home)).publish(folder, f"{NAME}@{VERSION}", alias=ALIAS)
 
 
 def _post_json(url: str, body: dict) -> dict:

@@ -24,10 +24,10 @@ sys.path.insert(0, str(ROOT))
 import psycopg  # noqa: E402
 from sqlalchemy import insert, text  # noqa: E402
 
-from registry import queries  # noqa: E402
-from registry.db import make_engine, session_factory, upgrade  # noqa: E402
+from registry.catalog import queries  # noqa: E402
+from registry.catalog.db import make_engine, session_factory, upgrade  # noqa: E402
+from registry.catalog.models import Adapter, Alias, Namespace, Version, VersionTarget  # noqa: E402
 from registry.manifest import FileEntry, Manifest  # noqa: E402
-from registry.models import Adapter, Alias, Namespace, Version, VersionTarget  # noqa: E402
 
 VERSIONS_PER_ADAPTER = 100
 MANIFEST = Manifest.of(

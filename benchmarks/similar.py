@@ -25,9 +25,9 @@ sys.path.insert(0, str(ROOT))
 
 from synthetic import HIDDEN, LAYERS, R, write_adapter  # noqa: E402
 
-from registry import analysis, queries  # noqa: E402
-from registry.fingerprint import similarity  # noqa: E402
-from registry.local import LocalRegistry  # noqa: E402
+from registry.catalog import analysis, queries  # noqa: E402
+from registry.embedded import EmbeddedRegistry  # noqa: E402
+from registry.lora.fingerprint import similarity  # noqa: E402
 from registry.settings import Settings  # noqa: E402
 
 
@@ -64,7 +64,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         home = Path(tmp)
         settings = Settings(home=home, database_url=args.database_url)
-        registry = LocalRegistry(settings)
+        registry = EmbeddedRegistry(settings)
         families = [rng.standard_normal((LAYERS, HIDDEN * R)).astype(np.float32) for _ in range(10)]
         start = time.perf_counter()
         for i in range(args.adapters):

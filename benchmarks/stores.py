@@ -12,7 +12,7 @@ child process (so the server does not share this interpreter's GIL), medians of 
           no digest check.
 2. Warm cache, one call = "which files does the newest version of this adapter have, give me
    paths, open the weights" (``safe_open`` and read its tensor names):
-   ours   ``LocalRegistry.fetch(name)``: resolves ``latest`` in the SQLite catalog, then finds
+   ours   ``EmbeddedRegistry.fetch(name)``: resolves ``latest`` in the SQLite catalog, then finds
           the verified blobs and the version's links in the cache;
    hub    ``hf_hub_download(repo, file, local_files_only=True)`` for the same two files (what
           PEFT's ``from_pretrained`` calls), on a hub cache laid out as huggingface_hub writes
@@ -52,13 +52,13 @@ os.environ["HF_HUB_DISABLE_XET"] = "1"
 
 from synthetic import LAYERS, random_factors, write_adapter  # noqa: E402
 
-from registry.cache import Cache  # noqa: E402
-from registry.local import LocalRegistry  # noqa: E402
+from registry.embedded import EmbeddedRegistry  # noqa: E402
 from registry.manifest import FileEntry, digest_bytes, digest_file  # noqa: E402
 from registry.settings import Settings  # noqa: E402
 from registry.stores import Store, blob_key  # noqa: E402
 from registry.stores.hf import HfStore  # noqa: E402
 from registry.stores.s3 import S3Store  # noqa: E402
+from registry.transfer.cache import Cache  # noqa: E402
 from tests.child_server import hub_standin, moto_server  # noqa: E402
 
 MiB = 1024 * 1024
@@ -188,11 +188,11 @@ def warm_open(store_url: str, scratch: Path, repeat: int) -> dict[str, float]:
 
     folder = synth_adapter(scratch / "adapter")
     settings = Settings(home=scratch / "home", store=store_url)
-    with LocalRegistry(settings, actor="bench") as registry:
+    with EmbeddedRegistry(settings, actor="bench") as registry:
         registry.publish(folder, "bench/role@1.0.0")
         registry.fetch("bench/role")  # fill the cache from S3 (a cold pull, not timed here)
     hub = hub_cache(scratch / "hub", "bench/role", folder)
-    registry = LocalRegistry(settings, actor="bench")  # a fresh process's view: nothing verified
+    registry = EmbeddedRegistry(settings, actor="bench")  # a fresh process's view: nothing verified
 
     def ours() -> float:
         start = time.perf_counter()
@@ -278,7 +278,7 @@ def main() -> None:
         f"median of {args.warm_repeat}"
     )
     print(
-        f"  ours  LocalRegistry.fetch + safe_open   {warm['ours_s'] * 1e6:8.0f} us"
+        f"  ours  EmbeddedRegistry.fetch + safe_open   {warm['ours_s'] * 1e6:8.0f} us"
         f"  (first call {warm['first_ours_s'] * 1e3:.1f} ms: verifies the cached blobs)"
     )
     print(

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from cli.output import Transfers
 from registry import Registry
-from registry.client import RemoteRegistry
+from registry.embedded import EmbeddedRegistry
 from registry.errors import RegistryError
-from registry.local import LocalRegistry
+from registry.remote import RemoteRegistry
 from registry.settings import Settings
 
 # Global options (stance --home ... COMMAND) given on this command line.
@@ -17,7 +17,7 @@ def settings() -> Settings:
     return Settings(**overrides)  # type: ignore[arg-type]
 
 
-def open_registry() -> LocalRegistry | RemoteRegistry:
+def open_registry() -> EmbeddedRegistry | RemoteRegistry:
     """The local registry, or the server named by --registry / STANCE_REGISTRY."""
     current = settings()
     if current.registry:
@@ -25,7 +25,7 @@ def open_registry() -> LocalRegistry | RemoteRegistry:
     return Registry(settings=current)
 
 
-def open_catalog(purpose: str) -> LocalRegistry:
+def open_catalog(purpose: str) -> EmbeddedRegistry:
     """The local catalog itself, for work that never goes over HTTP."""
     current = settings()
     if current.registry:
@@ -33,4 +33,4 @@ def open_catalog(purpose: str) -> LocalRegistry:
             f"{purpose} needs the catalog itself: run it where the registry's database is "
             "reachable, without --registry / STANCE_REGISTRY"
         )
-    return LocalRegistry(current)
+    return EmbeddedRegistry(current)

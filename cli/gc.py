@@ -15,7 +15,7 @@ from rich.table import Table
 
 from cli.context import open_catalog
 from cli.output import emit, errors, stdout
-from registry.gc import Collection, collect_garbage
+from registry.catalog.gc import Collection, collect_garbage
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")

@@ -15,8 +15,8 @@ from cli import pinning, report
 from cli.context import open_catalog, open_registry, overrides, settings
 from cli.gc import gc
 from cli.output import emit, errors, stdout, warn
-from registry.db import current_revision, ensure_schema, make_engine, upgrade
-from registry.inspect import inspect_dir
+from registry.catalog.db import current_revision, ensure_schema, make_engine, upgrade
+from registry.lora.inspection import inspect_dir
 
 app = typer.Typer(
     help="Registry for LoRA adapters: publish, discover, pin and pull exact versions.",
@@ -313,7 +313,7 @@ def audit(
 ) -> None:
     """The audit log: every write, successful or refused (admin)."""
     with errors(as_json=as_json), open_registry() as registry:
-        entries = registry.audit(limit=limit, before=before, action=action)
+        entries = registry.catalog.audit(limit=limit, before=before, action=action)
     emit(entries, as_json=as_json, human=lambda: report.print_audit(entries))
 
 

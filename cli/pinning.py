@@ -11,10 +11,10 @@ import typer
 
 from cli.context import open_registry, settings
 from cli.output import emit, errors, stdout, warn
-from registry import lockfile
-from registry.cache import Cache
 from registry.errors import IntegrityError, RegistryError
-from registry.lockfile import LOCK, WANTS, Lock
+from registry.transfer import lockfile
+from registry.transfer.cache import Cache
+from registry.transfer.lockfile import LOCK, WANTS, Lock
 
 LockOpt = Annotated[Path, typer.Option("--lock", help="The lock file")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print exactly one JSON document.")]
@@ -72,7 +72,7 @@ def sync(lock_path: LockOpt = Path(LOCK), as_json: JsonOpt = False) -> None:
     """Fetch every locked blob into the verified cache."""
     with errors(as_json=as_json), open_registry() as registry:
         locked = lockfile.read_lock(lock_path)
-        folders = lockfile.sync(locked, registry.cache, registry.open_blob)
+        folders = lockfile.sync(locked, registry.transfer.cache, registry.open_blob)
         _warn_yanked(registry, locked)
     result = [
         {"name": e.ref, "version": e.version, "path": str(f)}

@@ -8,7 +8,8 @@ from rich.filesize import decimal
 from rich.table import Table
 
 from cli.output import stdout, warn
-from registry.analysis import Diff, SimilarAdapter
+from registry.catalog.analysis import Diff, SimilarAdapter
+from registry.catalog.tokens import TokenInfo
 from registry.schemas import (
     AdapterDetail,
     AdapterSummary,
@@ -17,7 +18,6 @@ from registry.schemas import (
     Page,
     VersionDetail,
 )
-from registry.tokens import TokenInfo
 
 SHADES = "·░▒▓█"
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import Connection
 
-from registry.models import Base
+from registry.catalog.models import Base
 
 
 def _engine():
@@ -13,7 +13,7 @@ def _engine():
     if engine is not None:
         return engine
     # Plain `alembic upgrade head` from the repository root uses the same settings as `stance`.
-    from registry.db import make_engine
+    from registry.catalog.db import make_engine
     from registry.settings import Settings
 
     return make_engine(context.config.get_main_option("sqlalchemy.url") or Settings().catalog_url)

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from registry.client import RemoteRegistry
+from registry.embedded import EmbeddedRegistry
 from registry.errors import RegistryError
-from registry.local import LocalRegistry
+from registry.remote import RemoteRegistry
 from registry.settings import Settings
 
 if TYPE_CHECKING:
     from registry.loader import RoleSet
 
-__all__ = ["LocalRegistry", "Registry", "RegistryError", "RemoteRegistry", "RoleSet", "Settings"]
+__all__ = ["EmbeddedRegistry", "Registry", "RegistryError", "RemoteRegistry", "RoleSet", "Settings"]
 
 
 def __getattr__(name: str) -> object:
@@ -26,7 +26,7 @@ def __getattr__(name: str) -> object:
 
 def Registry(  # noqa: N802 - reads as the class a user asks for
     url: str | None = None, *, settings: Settings | None = None, **options: Any
-) -> LocalRegistry | RemoteRegistry:
+) -> EmbeddedRegistry | RemoteRegistry:
     """The registry at ``url`` or ``STANCE_REGISTRY`` over HTTP; the embedded local one otherwise.
 
     Both have the same methods (publish, resolve, fetch, ...) and raise the same errors.
@@ -35,4 +35,4 @@ def Registry(  # noqa: N802 - reads as the class a user asks for
     remote = url or settings.registry
     if remote:
         return RemoteRegistry(remote, settings=settings, **options)
-    return LocalRegistry(settings)
+    return EmbeddedRegistry(settings)

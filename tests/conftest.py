@@ -13,9 +13,9 @@ import pytest
 from sqlalchemy import Engine, MetaData, select, text
 from sqlalchemy.orm import Session
 
-from registry.db import make_engine, upgrade
-from registry.local import LocalRegistry
-from registry.models import Base
+from registry.catalog.db import make_engine, upgrade
+from registry.catalog.models import Base
+from registry.embedded import EmbeddedRegistry
 from registry.settings import Settings
 from registry.stores.local import LocalStore
 from tests.factories import make_adapter
@@ -92,8 +92,8 @@ def settings(catalog_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
 
 
 @pytest.fixture
-def registry(settings: Settings) -> Iterator[LocalRegistry]:
-    reg = LocalRegistry(settings, actor="test")
+def registry(settings: Settings) -> Iterator[EmbeddedRegistry]:
+    reg = EmbeddedRegistry(settings, actor="test")
     yield reg
     reg.close()
 

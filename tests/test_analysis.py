@@ -13,9 +13,9 @@ from safetensors.torch import load_file, save_file
 from typer.testing import CliRunner
 
 from cli.main import app
-from registry.inspect import inspect_dir
-from registry.local import LocalRegistry
-from registry.sketch import Sketch, sketch
+from registry.embedded import EmbeddedRegistry
+from registry.lora.inspection import inspect_dir
+from registry.lora.sketch import Sketch, sketch
 from tests.factories import make_adapter
 
 
@@ -44,7 +44,7 @@ def perturbed(source: Path, dest: Path, *, noise: float, sign: float = 1.0) -> P
 
 
 def test_diff_is_exact_for_specs_and_folders(
-    registry: LocalRegistry, adapters: dict[str, Path], tmp_path: Path
+    registry: EmbeddedRegistry, adapters: dict[str, Path], tmp_path: Path
 ) -> None:
     near = perturbed(adapters["curious"], tmp_path / "near", noise=0.05)
     registry.publish(adapters["curious"], "curious@1.0.0")
@@ -64,7 +64,7 @@ def test_diff_is_exact_for_specs_and_folders(
     assert registry.diff("curious", str(negated)).cosine == pytest.approx(-1.0)
 
 
-def test_diff_warns_across_base_models(registry: LocalRegistry, tmp_path: Path) -> None:
+def test_diff_warns_across_base_models(registry: EmbeddedRegistry, tmp_path: Path) -> None:
     a = make_adapter(tmp_path / "a", seed=1, base_model="org/base-a")
     b = make_adapter(tmp_path / "b", seed=2, base_model="org/base-b")
     result = registry.diff(str(a), str(b))
@@ -72,7 +72,7 @@ def test_diff_warns_across_base_models(registry: LocalRegistry, tmp_path: Path) 
 
 
 def test_similar_ranks_by_exact_cosine_on_the_same_base(
-    registry: LocalRegistry, adapters: dict[str, Path], tmp_path: Path
+    registry: EmbeddedRegistry, adapters: dict[str, Path], tmp_path: Path
 ) -> None:
     registry.publish(adapters["curious"], "curious@1.0.0")
     registry.publish(perturbed(adapters["curious"], tmp_path / "n1", noise=0.02), "close@1.0.0")

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from registry.cache import Cache
+from registry.embedded import EmbeddedRegistry
 from registry.errors import IntegrityError, Unreachable
-from registry.local import LocalRegistry
 from registry.manifest import FileEntry, digest_bytes
 from registry.schemas import Resolution
+from registry.transfer.cache import Cache
 
 DATA = b"weights" * 1000
 ENTRY = FileEntry(path="adapter_model.safetensors", digest=digest_bytes(DATA), size=len(DATA))
@@ -69,15 +69,15 @@ def test_resolutions_are_remembered(tmp_path: Path) -> None:
 
 FETCH = """
 import sys
-from registry.local import LocalRegistry
-registry = LocalRegistry()
+from registry.embedded import EmbeddedRegistry
+registry = EmbeddedRegistry()
 sys.stdin.readline()
 print(registry.fetch(sys.argv[1]))
 """
 
 
 def test_two_processes_fetch_one_version_once(
-    registry: LocalRegistry, adapters: dict[str, Path]
+    registry: EmbeddedRegistry, adapters: dict[str, Path]
 ) -> None:
     registry.publish(adapters["curious"], "curious@1.0.0")
     procs = [
@@ -130,7 +130,7 @@ def test_a_broken_download_resumes_with_a_range_request(
     adapters: dict[str, Path],
     tmp_path: Path,  # noqa: ANN001
 ) -> None:
-    from registry.client import RemoteRegistry
+    from registry.remote import RemoteRegistry
     from registry.settings import Settings
 
     operator.publish(adapters["curious"], "curious@1.0.0")

@@ -18,9 +18,9 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, func, inspect, select, text
 
-from registry import queries, service
-from registry.auth import operator
-from registry.db import (
+from registry.access import operator
+from registry.catalog import queries, service
+from registry.catalog.db import (
     alembic_config,
     current_revision,
     ensure_schema,
@@ -29,10 +29,10 @@ from registry.db import (
     session_factory,
     transaction,
 )
+from registry.catalog.gc import collect_garbage, watermark
+from registry.catalog.models import Adapter, AdapterTarget, Base, Version
+from registry.embedded import EmbeddedRegistry
 from registry.errors import RegistryError
-from registry.gc import collect_garbage, watermark
-from registry.local import LocalRegistry
-from registry.models import Adapter, AdapterTarget, Base, Version
 from registry.settings import Settings
 from registry.stores.local import LocalStore
 from tests.conftest import _truncate
@@ -60,7 +60,7 @@ def test_every_migration_steps_down_and_up_over_a_catalog_with_data(
 ) -> None:
     """Catalogs that hold versions migrate too: on SQLite, batch mode rebuilds a table that
     others reference, which must not trip foreign keys; nothing is lost on the way."""
-    with LocalRegistry(settings) as registry:
+    with EmbeddedRegistry(settings) as registry:
         registry.publish(adapters["curious"], "curious@1.0.0", alias="prod")
         expected = registry.resolve("curious@prod")
     config = alembic_config(engine)
@@ -68,7 +68,7 @@ def test_every_migration_steps_down_and_up_over_a_catalog_with_data(
     for revision in revisions[1:-1]:  # newest first; stop above the first (it drops all)
         command.downgrade(config, revision)
         command.upgrade(config, "head")
-    with LocalRegistry(settings) as registry:
+    with EmbeddedRegistry(settings) as registry:
         assert registry.resolve("curious@prod") == expected
         registry.publish(adapters["confident"], "confident@1.0.0")  # still writable
 
@@ -114,9 +114,9 @@ def test_unreachable_catalog_is_a_clear_error() -> None:
 PUBLISH = """
 import json, sys
 from pathlib import Path
-from registry.local import LocalRegistry
+from registry.embedded import EmbeddedRegistry
 from registry.errors import RegistryError
-registry = LocalRegistry()
+registry = EmbeddedRegistry()
 sys.stdin.readline()  # start together
 try:
     r = registry.publish(Path(sys.argv[1]), sys.argv[2])

@@ -1,7 +1,7 @@
 """Every fingerprint figure against ``dW = s * B @ A`` materialised in float64.
 
 Adapters are saved by PEFT itself; the reference reads ``A``, ``B`` and the scaling back through
-``PeftModel.from_pretrained``, never through ``registry.inspect``, so a wrong key, rank or
+``PeftModel.from_pretrained``, never through ``registry.lora.inspection``, so a wrong key, rank or
 scaling (rsLoRA, rank_pattern, alpha_pattern) shows up as a mismatch. Both sides are float64
 over the same float32 values, so agreement is to ~1e-12; the tolerances below leave room only
 for rounding.
@@ -26,14 +26,14 @@ from peft import PeftModel
 from peft.tuners.lora import LoraLayer
 
 from registry.errors import InvalidAdapter
-from registry.fingerprint import (
+from registry.lora.fingerprint import (
     compute_fingerprint,
     delta_norm,
     inner_product,
     similarity,
     spectrum,
 )
-from registry.inspect import Inspection, LoraModule, inspect_dir
+from registry.lora.inspection import Inspection, LoraModule, inspect_dir
 from tests.factories import make_adapter, tiny_gpt2, tiny_llama
 
 RTOL = 1e-9

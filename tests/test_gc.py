@@ -19,13 +19,13 @@ from typer.testing import CliRunner
 
 import cli.main
 from cli.gc import gc, parse_duration
-from registry.db import transaction
+from registry.catalog.db import transaction
+from registry.catalog.gc import Collection, collect_garbage
+from registry.catalog.models import Blob, GcRun, Version
+from registry.catalog.service import PUBLISHABLE
+from registry.embedded import EmbeddedRegistry
 from registry.errors import Conflict, NotFound
-from registry.gc import Collection, collect_garbage
-from registry.local import LocalRegistry
 from registry.manifest import digest_bytes
-from registry.models import Blob, GcRun, Version
-from registry.service import PUBLISHABLE
 from registry.settings import Settings
 from tests.conftest import snapshot
 
@@ -34,20 +34,20 @@ ORPHAN = b"bytes that no version references" * 100
 LATER = timedelta(hours=2)  # "now" this far ahead makes every blob older than the 1 h default
 
 
-def run_gc(registry: LocalRegistry, **options: object) -> Collection:
+def run_gc(registry: EmbeddedRegistry, **options: object) -> Collection:
     return collect_garbage(registry.sessions, registry.store, **options)  # type: ignore[arg-type]
 
 
-def published_digests(registry: LocalRegistry, spec: str) -> set[str]:
+def published_digests(registry: EmbeddedRegistry, spec: str) -> set[str]:
     return {f.digest for f in registry.resolve(spec).files}
 
 
-def stored(registry: LocalRegistry) -> set[str]:
+def stored(registry: EmbeddedRegistry) -> set[str]:
     return {b.digest for b in registry.store.iter()}
 
 
 @pytest.fixture
-def orphan(registry: LocalRegistry, adapters: dict[str, Path]) -> str:
+def orphan(registry: EmbeddedRegistry, adapters: dict[str, Path]) -> str:
     """One published version plus one blob that nothing references."""
     registry.publish(adapters["curious"], "curious@1.0.0")
     digest = digest_bytes(ORPHAN)
@@ -56,7 +56,7 @@ def orphan(registry: LocalRegistry, adapters: dict[str, Path]) -> str:
 
 
 def test_old_unreferenced_blobs_are_freed_and_referenced_ones_kept(
-    registry: LocalRegistry, orphan: str, tmp_path: Path
+    registry: EmbeddedRegistry, orphan: str, tmp_path: Path
 ) -> None:
     kept = published_digests(registry, "curious@1.0.0")
     result = run_gc(registry, now=datetime.now(UTC) + LATER)
@@ -69,7 +69,7 @@ def test_old_unreferenced_blobs_are_freed_and_referenced_ones_kept(
     )
 
 
-def test_young_unreferenced_blobs_are_kept(registry: LocalRegistry, orphan: str) -> None:
+def test_young_unreferenced_blobs_are_kept(registry: EmbeddedRegistry, orphan: str) -> None:
     """The grace period is what keeps an in-flight publish's blobs (uploaded, not committed)."""
     result = run_gc(registry)
     assert (result.count, result.digests) == (0, [])
@@ -77,7 +77,9 @@ def test_young_unreferenced_blobs_are_kept(registry: LocalRegistry, orphan: str)
     assert run_gc(registry, grace=timedelta(0)).digests == [orphan]
 
 
-def test_dry_run_changes_nothing(registry: LocalRegistry, orphan: str, settings: Settings) -> None:
+def test_dry_run_changes_nothing(
+    registry: EmbeddedRegistry, orphan: str, settings: Settings
+) -> None:
     before = snapshot(settings.catalog_url, settings.home / "blobs")
     result = run_gc(registry, dry_run=True, now=datetime.now(UTC) + LATER)
     assert result.dry_run and result.digests == [orphan] and result.bytes == len(ORPHAN)
@@ -85,7 +87,7 @@ def test_dry_run_changes_nothing(registry: LocalRegistry, orphan: str, settings:
 
 
 def test_orphan_catalog_rows_are_deleted_after_the_grace_period(
-    registry: LocalRegistry, orphan: str
+    registry: EmbeddedRegistry, orphan: str
 ) -> None:
     old, young = "sha256:" + "a" * 64, "sha256:" + "b" * 64
     with transaction(registry.sessions) as session:
@@ -99,7 +101,7 @@ def test_orphan_catalog_rows_are_deleted_after_the_grace_period(
     assert published_digests(registry, "curious@1.0.0") <= rows
 
 
-def test_negative_grace_is_refused(registry: LocalRegistry) -> None:
+def test_negative_grace_is_refused(registry: EmbeddedRegistry) -> None:
     with pytest.raises(ValueError, match="negative"):
         run_gc(registry, grace=timedelta(seconds=-1))
 
@@ -109,10 +111,10 @@ PUBLISHER = textwrap.dedent(
     import sys
     from pathlib import Path
 
-    from registry import service
-    from registry.db import transaction
-    from registry.gc import watermark
-    from registry.local import LocalRegistry
+    from registry.catalog import service
+    from registry.catalog.db import transaction
+    from registry.catalog.gc import watermark
+    from registry.embedded import EmbeddedRegistry
 
 
     class PausingStore:
@@ -131,7 +133,7 @@ PUBLISHER = textwrap.dedent(
             return getattr(self.inner, name)
 
 
-    registry = LocalRegistry()
+    registry = EmbeddedRegistry()
     folder, target, after = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
     store = PausingStore(registry.store, after)
     with registry.sessions() as session:
@@ -147,7 +149,7 @@ PUBLISHER = textwrap.dedent(
 
 @pytest.mark.parametrize("after", [1, 0], ids=["after-first-blob", "before-commit"])
 def test_publisher_killed_mid_upload_leaves_only_blobs_that_gc_removes(
-    registry: LocalRegistry, adapters: dict[str, Path], after: int
+    registry: EmbeddedRegistry, adapters: dict[str, Path], after: int
 ) -> None:
     publisher = subprocess.Popen(
         [sys.executable, "-c", PUBLISHER, str(adapters["confident"]), "killed@1.0.0", str(after)],
@@ -181,7 +183,7 @@ def test_publisher_killed_mid_upload_leaves_only_blobs_that_gc_removes(
     assert stored(registry) == set()
 
 
-def _leave_blobs_of(registry: LocalRegistry, folder: Path) -> list[Path]:
+def _leave_blobs_of(registry: EmbeddedRegistry, folder: Path) -> list[Path]:
     """The folder's files as blobs in the store, as an earlier publish that died leaves them."""
     files = [folder / name for name in PUBLISHABLE if (folder / name).exists()]
     for path in files:
@@ -190,7 +192,7 @@ def _leave_blobs_of(registry: LocalRegistry, folder: Path) -> list[Path]:
 
 
 def test_blobs_collected_while_their_publish_is_in_flight_refuse_its_commit(
-    registry: LocalRegistry, adapters: dict[str, Path], settings: Settings, tmp_path: Path
+    registry: EmbeddedRegistry, adapters: dict[str, Path], settings: Settings, tmp_path: Path
 ) -> None:
     """The publish finds old unreferenced copies of its blobs (so uploads nothing) and a
     collection deletes them before its commit: the commit is refused and changes nothing;
@@ -227,7 +229,7 @@ def test_blobs_collected_while_their_publish_is_in_flight_refuse_its_commit(
 
 
 def test_a_collection_that_died_is_finished_by_the_next(
-    registry: LocalRegistry, adapters: dict[str, Path], settings: Settings, tmp_path: Path
+    registry: EmbeddedRegistry, adapters: dict[str, Path], settings: Settings, tmp_path: Path
 ) -> None:
     """Blobs condemned by a run that never deleted them may vanish at any time: publishing
     them is refused until the next collection finishes that run."""
@@ -260,7 +262,7 @@ def cli_app() -> typer.Typer:
     return app
 
 
-def test_cli_gc_dry_run_then_collect(registry: LocalRegistry, orphan: str) -> None:
+def test_cli_gc_dry_run_then_collect(registry: EmbeddedRegistry, orphan: str) -> None:
     runner = CliRunner()
     dry = runner.invoke(cli_app(), ["gc", "--grace", "0", "--dry-run", "--json"])
     assert dry.exit_code == 0, dry.output
@@ -278,7 +280,7 @@ def test_cli_gc_dry_run_then_collect(registry: LocalRegistry, orphan: str) -> No
     assert json.loads(again.stdout)["count"] == 0
 
 
-def test_cli_gc_refuses_a_bad_duration(registry: LocalRegistry) -> None:
+def test_cli_gc_refuses_a_bad_duration(registry: EmbeddedRegistry) -> None:
     result = CliRunner().invoke(cli_app(), ["gc", "--grace", "soon"])
     assert result.exit_code == 2
     assert "not a duration" in result.stderr
@@ -291,7 +293,7 @@ def test_durations(text: str, seconds: float) -> None:
     assert parse_duration(text) == timedelta(seconds=seconds)
 
 
-def test_cli_gc_refuses_a_remote_registry(registry: LocalRegistry, orphan: str) -> None:
+def test_cli_gc_refuses_a_remote_registry(registry: EmbeddedRegistry, orphan: str) -> None:
     """gc needs the catalog and the store themselves; a server URL is refused, nothing freed."""
     args = ["--registry", "http://127.0.0.1:9", "gc", "--grace", "0", "--json"]
     result = CliRunner().invoke(cli_app(), args)

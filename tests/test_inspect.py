@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from registry.errors import InvalidAdapter
-from registry.inspect import inspect_dir
+from registry.lora.inspection import inspect_dir
 from tests import hostile
 from tests.factories import TINY_BASE, make_adapter, tiny_gpt2
 

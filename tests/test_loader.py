@@ -15,11 +15,11 @@ from torch import nn
 from transformers import PreTrainedModel
 
 from registry.api import create_app
-from registry.client import RemoteRegistry
+from registry.embedded import EmbeddedRegistry
 from registry.errors import InvalidAdapter, NotFound, RegistryError
 from registry.loader import RoleSet
 from registry.loader.sites import copy_into, zero
-from registry.local import LocalRegistry
+from registry.remote import RemoteRegistry
 from registry.settings import Settings
 from tests.factories import TINY_BASE, TINY_GPT2, make_adapter, tiny_gpt2, tiny_llama
 
@@ -69,13 +69,13 @@ def folders(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 @pytest.fixture(scope="module")
 def catalog(
     tmp_path_factory: pytest.TempPathFactory, folders: dict[str, Path]
-) -> Iterator[LocalRegistry]:
+) -> Iterator[EmbeddedRegistry]:
     """One SQLite catalog for the module (these tests exercise the loader, not the catalog)."""
     home = tmp_path_factory.mktemp("home")
     settings = Settings(
         home=home, database_url=f"sqlite:///{home / 'catalog.db'}", store=(home / "b").as_uri()
     )
-    reg = LocalRegistry(settings, actor="test")
+    reg = EmbeddedRegistry(settings, actor="test")
     for name, folder in folders.items():
         reg.publish(folder, f"{name}@1.0.0")
     reg.publish(folders["curious"], "swap@1.0.0")
@@ -109,7 +109,7 @@ def close(actual: torch.Tensor, expected: torch.Tensor) -> None:
     torch.testing.assert_close(actual, expected, atol=ATOL, rtol=0)
 
 
-def loaded(catalog: LocalRegistry, *names: str, max_resident: int | None = None) -> RoleSet:
+def loaded(catalog: EmbeddedRegistry, *names: str, max_resident: int | None = None) -> RoleSet:
     roles = RoleSet(base(), registry=catalog, max_resident=max_resident)
     for name in names:
         roles.load(name)
@@ -120,7 +120,7 @@ ROLES = ["curious", "confident", "engaged", "patterns"]
 
 
 def test_every_role_and_the_base_match_peft(
-    catalog: LocalRegistry, folders: dict[str, Path]
+    catalog: EmbeddedRegistry, folders: dict[str, Path]
 ) -> None:
     roles = loaded(catalog, *ROLES)
     ref = peft(folders, ROLES)
@@ -135,7 +135,7 @@ def test_every_role_and_the_base_match_peft(
     assert roles.active is None
 
 
-def test_switching_back_and_forth_is_exact(catalog: LocalRegistry) -> None:
+def test_switching_back_and_forth_is_exact(catalog: EmbeddedRegistry) -> None:
     roles = loaded(catalog, *ROLES)
     seen = {}
     for name in [*ROLES, "__base__"]:
@@ -146,7 +146,7 @@ def test_switching_back_and_forth_is_exact(catalog: LocalRegistry) -> None:
         assert torch.equal(logits(roles), seen[name])
 
 
-def test_mixture_matches_peft_cat(catalog: LocalRegistry, folders: dict[str, Path]) -> None:
+def test_mixture_matches_peft_cat(catalog: EmbeddedRegistry, folders: dict[str, Path]) -> None:
     names = ["curious", "confident", "engaged"]
     roles = loaded(catalog, *names)
     ref = peft(folders, names)
@@ -164,7 +164,7 @@ def test_mixture_matches_peft_cat(catalog: LocalRegistry, folders: dict[str, Pat
 
 
 def test_rslora_mixture_is_the_exact_cat_construction(
-    catalog: LocalRegistry, folders: dict[str, Path]
+    catalog: EmbeddedRegistry, folders: dict[str, Path]
 ) -> None:
     """PEFT copies use_rslora into the cat adapter and so scales it by sqrt(total rank), not 1."""
     names = ["patterns", "curious"]
@@ -180,7 +180,7 @@ def test_rslora_mixture_is_the_exact_cat_construction(
 
 
 def test_mixed_batch_matches_peft_and_each_row_alone(
-    catalog: LocalRegistry, folders: dict[str, Path]
+    catalog: EmbeddedRegistry, folders: dict[str, Path]
 ) -> None:
     rows = ["curious", "__base__", "engaged", "patterns", "curious"]
     roles = loaded(catalog, *ROLES)
@@ -196,7 +196,7 @@ def test_mixed_batch_matches_peft_and_each_row_alone(
     close(logits(roles), logits(ref))
 
 
-def test_mixed_batch_generate_repeats_names_for_beams(catalog: LocalRegistry) -> None:
+def test_mixed_batch_generate_repeats_names_for_beams(catalog: EmbeddedRegistry) -> None:
     roles = loaded(catalog, "curious", "engaged")
     prompts = IDS[:3, :5]
     rows = ["engaged", "__base__", "curious"]
@@ -212,7 +212,7 @@ def test_mixed_batch_generate_repeats_names_for_beams(catalog: LocalRegistry) ->
         assert torch.equal(together[i], roles.generate(prompts[i : i + 1], **kwargs)[0])
 
 
-def test_bad_adapter_names_are_domain_errors(catalog: LocalRegistry) -> None:
+def test_bad_adapter_names_are_domain_errors(catalog: EmbeddedRegistry) -> None:
     roles = loaded(catalog, "curious")
     with pytest.raises(NotFound, match="'nobody' is not resident"):
         logits(roles, adapter_names=["curious", "nobody", "curious", "curious", "curious"])
@@ -224,7 +224,7 @@ def test_bad_adapter_names_are_domain_errors(catalog: LocalRegistry) -> None:
 
 
 def test_gpt2_conv1d_fan_in_fan_out_matches_peft(
-    catalog: LocalRegistry, folders: dict[str, Path]
+    catalog: EmbeddedRegistry, folders: dict[str, Path]
 ) -> None:
     roles = RoleSet(base(tiny_gpt2(), TINY_GPT2), registry=catalog)
     roles.load("gpt2")
@@ -236,7 +236,7 @@ def test_gpt2_conv1d_fan_in_fan_out_matches_peft(
 
 
 def test_least_recently_used_inactive_role_is_evicted(
-    catalog: LocalRegistry, folders: dict[str, Path]
+    catalog: EmbeddedRegistry, folders: dict[str, Path]
 ) -> None:
     roles = loaded(catalog, "curious", "confident", max_resident=2)
     roles.switch("curious")
@@ -255,7 +255,7 @@ def test_least_recently_used_inactive_role_is_evicted(
 
 
 def test_reloading_after_other_adapters_reused_the_staging_buffer_is_exact(
-    catalog: LocalRegistry, folders: dict[str, Path]
+    catalog: EmbeddedRegistry, folders: dict[str, Path]
 ) -> None:
     """Kept views alias the one staging buffer: each reload must refill it with its own bytes,
     and views of a buffer that was outgrown must not be used (it still holds older bytes)."""
@@ -273,7 +273,7 @@ def test_reloading_after_other_adapters_reused_the_staging_buffer_is_exact(
 
 
 def test_slots_grow_past_the_initial_capacity_without_disturbing_roles(
-    catalog: LocalRegistry, folders: dict[str, Path]
+    catalog: EmbeddedRegistry, folders: dict[str, Path]
 ) -> None:
     roles = RoleSet(base(), registry=catalog)
     specs = ["curious", "engaged", "confident"] * 3  # 9 roles: the buffers start with 4 slots
@@ -294,7 +294,7 @@ def test_slots_grow_past_the_initial_capacity_without_disturbing_roles(
     )
 
 
-def test_eviction_never_drops_an_active_role(catalog: LocalRegistry) -> None:
+def test_eviction_never_drops_an_active_role(catalog: EmbeddedRegistry) -> None:
     roles = loaded(catalog, "curious", max_resident=1)
     roles.switch("curious")
     before = logits(roles)
@@ -305,7 +305,7 @@ def test_eviction_never_drops_an_active_role(catalog: LocalRegistry) -> None:
 
 
 def test_unload_frees_the_role_and_falls_back_to_the_base(
-    catalog: LocalRegistry, folders: dict[str, Path]
+    catalog: EmbeddedRegistry, folders: dict[str, Path]
 ) -> None:
     roles = loaded(catalog, "curious", "confident")
     base_logits = logits(tiny_llama())
@@ -323,7 +323,7 @@ def test_unload_frees_the_role_and_falls_back_to_the_base(
 
 
 def test_new_version_under_a_resident_name_replaces_it_in_place(
-    catalog: LocalRegistry, folders: dict[str, Path]
+    catalog: EmbeddedRegistry, folders: dict[str, Path]
 ) -> None:
     roles = RoleSet(base(), registry=catalog)
     assert roles.load("swap@1.0.0", name="role") == "role"
@@ -335,7 +335,7 @@ def test_new_version_under_a_resident_name_replaces_it_in_place(
 
 
 def test_adapters_of_one_shape_fill_a_slot_in_one_copy(
-    catalog: LocalRegistry, folders: dict[str, Path]
+    catalog: EmbeddedRegistry, folders: dict[str, Path]
 ) -> None:
     """Sites are laid out in the first file's order, so every adapter of that shape (a team's
     stances) is one contiguous copy, also after other shapes widened or extended the arena."""
@@ -354,7 +354,7 @@ def test_adapters_of_one_shape_fill_a_slot_in_one_copy(
 
 
 def test_switch_and_mix_visit_no_module_and_switch_allocates_nothing(
-    catalog: LocalRegistry, monkeypatch: pytest.MonkeyPatch
+    catalog: EmbeddedRegistry, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     roles = loaded(catalog, *ROLES)
     buffers = {path: (s.a.data_ptr(), s.b.data_ptr()) for path, s in roles._sites.items()}
@@ -371,7 +371,7 @@ def test_switch_and_mix_visit_no_module_and_switch_allocates_nothing(
     assert {p: (s.a.data_ptr(), s.b.data_ptr()) for p, s in roles._sites.items()} == buffers
 
 
-def test_roles_loaded_under_inference_mode_work_outside_it(catalog: LocalRegistry) -> None:
+def test_roles_loaded_under_inference_mode_work_outside_it(catalog: EmbeddedRegistry) -> None:
     roles = RoleSet(base(), registry=catalog)
     rows = ["curious", "__base__", "curious", "curious", "__base__"]
     with torch.inference_mode():
@@ -396,7 +396,7 @@ def test_large_cpu_copies_are_exact_into_padded_slots() -> None:
     assert not buffer[1].any() and buffer[2].any()
 
 
-def test_shape_mismatch_names_the_module_and_both_shapes(catalog: LocalRegistry) -> None:
+def test_shape_mismatch_names_the_module_and_both_shapes(catalog: EmbeddedRegistry) -> None:
     roles = RoleSet(base(), registry=catalog)
     with pytest.raises(
         InvalidAdapter,
@@ -409,7 +409,7 @@ def test_shape_mismatch_names_the_module_and_both_shapes(catalog: LocalRegistry)
     assert len(roles) == 0 and not roles._sites  # refused before anything was hooked
 
 
-def test_another_base_model_is_refused_unless_allowed(catalog: LocalRegistry) -> None:
+def test_another_base_model_is_refused_unless_allowed(catalog: EmbeddedRegistry) -> None:
     roles = RoleSet(base(), registry=catalog)
     with pytest.raises(InvalidAdapter, match="'someone/else-7b', but this model is 'stance-test"):
         roles.load("elsewhere")
@@ -419,7 +419,7 @@ def test_another_base_model_is_refused_unless_allowed(catalog: LocalRegistry) ->
         unnamed.load("curious")
 
 
-def test_unsupported_variants_and_arguments_are_refused(catalog: LocalRegistry) -> None:
+def test_unsupported_variants_and_arguments_are_refused(catalog: EmbeddedRegistry) -> None:
     from registry import RoleSet as public  # imported lazily: only the loader needs torch
 
     assert public is RoleSet
@@ -435,14 +435,14 @@ def test_unsupported_variants_and_arguments_are_refused(catalog: LocalRegistry) 
         RoleSet(ref, registry=catalog)
 
 
-def test_yanked_version_loads_with_a_warning(catalog: LocalRegistry) -> None:
+def test_yanked_version_loads_with_a_warning(catalog: EmbeddedRegistry) -> None:
     roles = RoleSet(base(), registry=catalog)
     with pytest.warns(UserWarning, match="default/old@1.0.0 is yanked: bad data"):
         roles.load("old@1.0.0")
 
 
 def test_default_registry_on_each_catalog(
-    registry: LocalRegistry, adapters: dict[str, Path]
+    registry: EmbeddedRegistry, adapters: dict[str, Path]
 ) -> None:
     """``registry=None`` is ``Registry()``: the catalog and store named by STANCE_* settings."""
     registry.publish(adapters["curious"], "team/curious@1.2.0")
@@ -452,7 +452,7 @@ def test_default_registry_on_each_catalog(
         close(logits(roles), logits(peft(adapters, ["curious"])))
 
 
-def test_remote_registry_over_http(catalog: LocalRegistry, tmp_path: Path) -> None:
+def test_remote_registry_over_http(catalog: EmbeddedRegistry, tmp_path: Path) -> None:
     """Resolution and blobs come over the HTTP API into the client's own verified cache."""
     remote = RemoteRegistry("http://testserver", settings=Settings(home=tmp_path / "client"))
     remote.http.close()

@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from registry.client import RemoteRegistry
+from registry.embedded import EmbeddedRegistry
 from registry.errors import IntegrityError, NotFound, Unreachable
 from registry.loader import RoleSet
-from registry.local import LocalRegistry
-from registry.lockfile import lock, read_lock, sync, write_lock
+from registry.remote import RemoteRegistry
 from registry.settings import Settings
+from registry.transfer.lockfile import lock, read_lock, sync, write_lock
 from tests.api.conftest import Server
 from tests.test_loader import base, close, logits, peft
 
@@ -23,12 +23,12 @@ from tests.test_loader import base, close, logits, peft
 def pinned(tmp_path: Path, adapters: dict[str, Path]) -> tuple[Path, Settings]:
     """A lock file and a synced cache, then the catalog and its store deleted."""
     home = tmp_path / "registry"
-    with LocalRegistry(Settings(home=home)) as registry:
+    with EmbeddedRegistry(Settings(home=home)) as registry:
         registry.publish(adapters["curious"], "curious@1.0.0")
         registry.publish(adapters["confident"], "team-a/confident@2.0.0", alias="prod")
         locked = lock(registry, {"default/curious": "^1", "team-a/confident": "prod"})
         client = Settings(home=tmp_path / "service")
-        from registry.cache import Cache
+        from registry.transfer.cache import Cache
 
         sync(locked, Cache(client.cache_dir), registry.open_blob)
     path = tmp_path / "stance.lock"
@@ -87,7 +87,7 @@ def test_lock_refuses_a_tampered_cache(
 
 def test_restart_with_the_registry_down(
     serve: Callable[..., Server],
-    operator: LocalRegistry,
+    operator: EmbeddedRegistry,
     adapters: dict[str, Path],
     tmp_path: Path,
 ) -> None:
@@ -107,7 +107,7 @@ def test_restart_with_the_registry_down(
 
 def test_follow_moves_with_the_alias_and_ignores_a_bad_version(
     serve: Callable[..., Server],
-    operator: LocalRegistry,
+    operator: EmbeddedRegistry,
     settings: Settings,
     adapters: dict[str, Path],
     tmp_path: Path,

@@ -11,8 +11,8 @@ import torch
 from peft import PeftModel
 
 from examples.smollm2 import HUB_ID, smollm2
+from registry.embedded import EmbeddedRegistry
 from registry.loader import RoleSet
-from registry.local import LocalRegistry
 from tests.factories import make_adapter
 
 pytestmark = pytest.mark.slow
@@ -39,7 +39,7 @@ def test_real_model_roles_match_peft_and_switch(tmp_path: Path) -> None:
         0, model.config.vocab_size, (3, 12), generator=torch.Generator().manual_seed(0)
     )
     rows = ["confident", "__base__", "curious"]
-    with LocalRegistry() as registry, RoleSet(model, registry=registry) as roles:
+    with EmbeddedRegistry() as registry, RoleSet(model, registry=registry) as roles:
         registry.publish(curious, "curious@1.0.0")
         registry.publish(confident, "confident@1.0.0")
         roles.load("curious@^1")

@@ -9,8 +9,8 @@ import pytest
 from typer.testing import CliRunner
 
 from cli.main import app
-from registry.lockfile import read_lock
 from registry.settings import Settings
+from registry.transfer.lockfile import read_lock
 
 runner = CliRunner()
 

@@ -9,12 +9,12 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from registry import queries, service
-from registry.auth import operator
+from registry.access import operator
+from registry.catalog import queries, service
+from registry.catalog.gc import watermark
+from registry.catalog.models import AdapterTarget, AliasEvent, AuditEvent, Blob, Version
 from registry.errors import Conflict, InvalidAdapter, InvalidSpec, NotFound
-from registry.gc import watermark
 from registry.manifest import Manifest
-from registry.models import AdapterTarget, AliasEvent, AuditEvent, Blob, Version
 from registry.stores.local import LocalStore
 from tests.factories import TINY_BASE, make_adapter
 
@@ -264,7 +264,7 @@ def test_adapter_detail_orders_by_semver(
 def test_stage_manifest_inspects_server_side(
     session: Session, store: LocalStore, adapters: dict[str, Path]
 ) -> None:
-    from registry.inspect import inspect_dir
+    from registry.lora.inspection import inspect_dir
     from registry.manifest import manifest_of
 
     manifest = manifest_of(inspect_dir(adapters["curious"]).files)

@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from registry.api import blobs, errors, metrics, pages, routes
 from registry.api.auth import FailedAuthLimiter
 from registry.api.deps import AppState
-from registry.db import ensure_schema, make_engine, session_factory
+from registry.catalog.db import ensure_schema, make_engine, session_factory
 from registry.settings import Settings
 from registry.stores import open_store
 

@@ -17,12 +17,12 @@ from fastapi import Depends, Request
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
+from registry.access import Caller
 from registry.api.deps import AppState, StateDep
-from registry.audit import refusals_recorded
-from registry.auth import Caller
-from registry.db import transaction
+from registry.catalog.audit import refusals_recorded
+from registry.catalog.db import transaction
+from registry.catalog.tokens import touch, verify
 from registry.errors import RateLimited, Unauthorized
-from registry.tokens import touch, verify
 
 FAILURES, WINDOW = 20, 60.0
 

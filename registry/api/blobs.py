@@ -13,13 +13,13 @@ from fastapi.responses import StreamingResponse
 from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 
+from registry.access import Scope
 from registry.api.auth import Reader, Writer
 from registry.api.deps import SessionDep, StateDep
 from registry.api.errors import error_response
-from registry.auth import Scope
+from registry.catalog.models import Blob
 from registry.errors import IntegrityError, NotFound
 from registry.manifest import CHUNK
-from registry.models import Blob
 from registry.spec import validate_digest
 
 router = APIRouter(prefix="/v1/blobs", tags=["blobs"])

@@ -10,10 +10,10 @@ from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
 from rich.filesize import decimal
 
-from registry import queries
 from registry.api import svg
 from registry.api.auth import require_read
 from registry.api.deps import SessionDep
+from registry.catalog import queries
 
 templates = Jinja2Templates(directory=Path(__file__).parent / "templates")
 router = APIRouter(

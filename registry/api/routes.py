@@ -1,4 +1,4 @@
-"""The JSON API under /v1: thin handlers over registry.queries, registry.service and analysis."""
+"""The JSON API under /v1: thin handlers over the catalog's queries, service and analysis."""
 
 from __future__ import annotations
 
@@ -8,14 +8,14 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Query, Response
 from starlette.concurrency import run_in_threadpool
 
-from registry import analysis, queries, service
-from registry.analysis import Diff, SimilarAdapter
+from registry.access import Scope
 from registry.api.auth import Reader, Writer, WriteSessionDep
 from registry.api.deps import AppState, SessionDep, StateDep
 from registry.api.schemas import AliasUpdate, Health, VersionCreate, YankRequest
-from registry.auth import Scope
-from registry.db import current_revision, transaction
-from registry.gc import watermark
+from registry.catalog import analysis, queries, service
+from registry.catalog.analysis import Diff, SimilarAdapter
+from registry.catalog.db import current_revision, transaction
+from registry.catalog.gc import watermark
 from registry.manifest import Manifest
 from registry.schemas import (
     AdapterDetail,

@@ -1,7 +1,7 @@
 """Read a cached adapter version and check it against the model before a single byte moves.
 
 The files come from the verified client cache (digest-checked, validated at publish), so the
-safetensors header is parsed here in one pass instead of through ``registry.weights``, whose
+safetensors header is parsed here in one pass instead of through ``registry.lora.weights``, whose
 full layout checks cost more than copying a rank-8 adapter. What can still go wrong is the
 pairing with *this* model: a base model id, a module the model lacks, or a shape. Each is a
 domain error naming the module and both shapes, never a torch traceback.
@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from registry.errors import InvalidAdapter
-from registry.inspect import CONFIG, WEIGHTS, _scaling, read_config
+from registry.lora.inspection import CONFIG, WEIGHTS, _scaling, read_config
 
 _DTYPES = {
     "F16": torch.float16,

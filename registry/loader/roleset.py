@@ -16,16 +16,16 @@ from typing import Any, cast
 import torch
 from torch import nn
 
-from registry.cache import Cache
 from registry.errors import IntegrityError, NotFound, RegistryError
 from registry.loader.adapter import AdapterPlan, ModulePlan, model_id, plan_adapter
 from registry.loader.arena import Arena, Copy
 from registry.loader.follow import Follower
 from registry.loader.sites import BASE, MIX, ONE, ROWS, Site, State
 from registry.loader.sources import Catalog, Source, lock_source, registry_source
-from registry.lockfile import Lock, read_lock
 from registry.schemas import Resolution
 from registry.settings import Settings
+from registry.transfer.cache import Cache
+from registry.transfer.lockfile import Lock, read_lock
 
 BASE_NAME = "__base__"
 log = logging.getLogger(__name__)
@@ -110,7 +110,7 @@ class RoleSet:
         self._source: Source
         if lock is not None:
             locked = lock if isinstance(lock, Lock) else read_lock(Path(lock))
-            cache = registry.cache if registry is not None else Cache(Settings().cache_dir)
+            cache = registry.transfer.cache if registry is not None else Cache(Settings().cache_dir)
             opener = registry.open_blob if registry is not None else None
             self._source = lock_source(locked, cache, opener)
         else:
@@ -308,7 +308,7 @@ class RoleSet:
             spec,
             role,
             poll=poll,
-            prepare=lambda found: registry.cache.version(
+            prepare=lambda found: registry.transfer.cache.version(
                 found, registry.open_blob, resume=registry.open_blob
             ),
             deliver=lambda found, folder: self._updates.put((role, found, folder)),

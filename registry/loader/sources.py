@@ -7,18 +7,18 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
-from registry.cache import Cache, Opener
 from registry.errors import NotFound, Unreachable
-from registry.lockfile import Lock, check_manifest
 from registry.schemas import Resolution
 from registry.spec import LATEST, parse_spec
+from registry.transfer.cache import Cache, Opener
+from registry.transfer.lockfile import Lock, check_manifest
 
 log = logging.getLogger(__name__)
 Source = Callable[[str], tuple[Resolution, Path]]
 
 
 class Catalog(Protocol):
-    """What the loader needs from a registry: ``LocalRegistry`` and ``RemoteRegistry`` both fit."""
+    """What the loader needs from a registry: the embedded and the remote registry both fit."""
 
     cache: Cache
 
@@ -40,15 +40,15 @@ def registry_source(registry: Catalog) -> Source:
         try:
             resolution = registry.resolve(spec)
         except Unreachable:
-            remembered = registry.cache.recall(spec)
+            remembered = registry.transfer.cache.recall(spec)
             if remembered is None:
                 raise
             log.warning("registry unreachable: using the last resolution of %s", spec)
             resolution = remembered
         else:
-            registry.cache.remember(spec, resolution)
+            registry.transfer.cache.remember(spec, resolution)
         # Not fetch(spec): it would resolve a second time, and could see an alias move between.
-        return resolution, registry.cache.version(
+        return resolution, registry.transfer.cache.version(
             resolution, registry.open_blob, resume=registry.open_blob
         )
 

@@ -51,7 +51,6 @@ from huggingface_hub.errors import (
 )
 from huggingface_hub.utils import build_hf_headers, validate_repo_id
 
-from registry.client import open_stream
 from registry.errors import (
     Conflict,
     Forbidden,
@@ -62,8 +61,9 @@ from registry.errors import (
     Unauthorized,
     Unreachable,
 )
-from registry.inspect import CARD
+from registry.lora.inspection import CARD
 from registry.manifest import Manifest
+from registry.remote import open_stream
 from registry.spec import DEFAULT_NAMESPACE
 from registry.stores import Release, StoredBlob, blob_key, copy_hashing, copy_verified
 

@@ -15,7 +15,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from registry.api import create_app
-from registry.local import LocalRegistry
+from registry.embedded import EmbeddedRegistry
 from registry.settings import Settings
 
 STANCE = str(Path(sys.executable).parent / "stance")
@@ -28,14 +28,14 @@ def client(settings: Settings) -> Iterator[TestClient]:
 
 
 @pytest.fixture
-def operator(settings: Settings) -> Iterator[LocalRegistry]:
+def operator(settings: Settings) -> Iterator[EmbeddedRegistry]:
     """The registry's operator: holds the catalog, mints tokens."""
-    with LocalRegistry(settings, actor="operator") as registry:
+    with EmbeddedRegistry(settings, actor="operator") as registry:
         yield registry
 
 
 @pytest.fixture
-def token(operator: LocalRegistry) -> Callable[..., str]:
+def token(operator: EmbeddedRegistry) -> Callable[..., str]:
     def mint(scope: str, *namespaces: str, **kw: object) -> str:
         return operator.create_token(scope, namespaces=list(namespaces), **kw).token  # type: ignore[arg-type]
 

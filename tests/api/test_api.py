@@ -7,7 +7,7 @@ from pathlib import Path
 
 from fastapi.testclient import TestClient
 
-from registry.inspect import inspect_dir
+from registry.lora.inspection import inspect_dir
 from registry.manifest import manifest_of
 from registry.settings import Settings
 from tests.api.conftest import bearer

@@ -12,11 +12,11 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from registry.db import make_engine
-from registry.inspect import inspect_dir
-from registry.local import LocalRegistry
+from registry.catalog.db import make_engine
+from registry.catalog.models import AuditEvent
+from registry.embedded import EmbeddedRegistry
+from registry.lora.inspection import inspect_dir
 from registry.manifest import manifest_of
-from registry.models import AuditEvent
 from registry.settings import Settings
 from tests.api.conftest import Server, bearer
 from tests.conftest import snapshot
@@ -68,14 +68,14 @@ ALLOWED = {
 }
 
 
-def _seed(operator: LocalRegistry, adapters: dict[str, Path]) -> None:
+def _seed(operator: EmbeddedRegistry, adapters: dict[str, Path]) -> None:
     operator.publish(adapters["curious"], "team-a/role@1.0.0")
     operator.set_alias("team-a/role", "canary", "1.0.0")
 
 
 def test_every_scope_against_every_write(
     serve: Callable[..., Server],
-    operator: LocalRegistry,
+    operator: EmbeddedRegistry,
     settings: Settings,
     adapters: dict[str, Path],
 ) -> None:
@@ -138,7 +138,7 @@ def _audit_rows(settings: Settings) -> list[AuditEvent]:
 
 def test_protected_alias_needs_admin(
     client: TestClient,
-    operator: LocalRegistry,
+    operator: EmbeddedRegistry,
     token: Callable[..., str],
     adapters: dict[str, Path],
 ) -> None:
@@ -163,7 +163,7 @@ def test_protected_alias_needs_admin(
 
 
 def test_revoked_expired_and_forged_tokens_are_refused(
-    client: TestClient, operator: LocalRegistry, adapters: dict[str, Path]
+    client: TestClient, operator: EmbeddedRegistry, adapters: dict[str, Path]
 ) -> None:
     operator.publish(adapters["curious"], "role@1.0.0")
     good = operator.create_token("publish")
@@ -190,7 +190,7 @@ def test_revoked_expired_and_forged_tokens_are_refused(
 
 def test_audit_log_records_refusals_and_successes(
     client: TestClient,
-    operator: LocalRegistry,
+    operator: EmbeddedRegistry,
     token: Callable[..., str],
     adapters: dict[str, Path],
 ) -> None:
@@ -218,7 +218,7 @@ def test_audit_log_records_refusals_and_successes(
 
 def test_anonymous_read_can_be_switched_off(
     settings: Settings,
-    operator: LocalRegistry,
+    operator: EmbeddedRegistry,
     token: Callable[..., str],
     adapters: dict[str, Path],
 ) -> None:
@@ -250,7 +250,7 @@ def test_failed_authentication_is_rate_limited(
 
 
 @pytest.mark.parametrize("scope", ["root", ""])
-def test_token_scope_must_be_known(operator: LocalRegistry, scope: str) -> None:
+def test_token_scope_must_be_known(operator: EmbeddedRegistry, scope: str) -> None:
     from registry.errors import InvalidSpec
 
     with pytest.raises(InvalidSpec, match="invalid scope"):

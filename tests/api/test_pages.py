@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, sync_playwright
 
-from registry.local import LocalRegistry
+from registry.embedded import EmbeddedRegistry
 from tests.api.conftest import Server
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -35,7 +35,7 @@ def browser() -> Iterator[Browser]:
 def test_search_follow_and_read_a_version(
     browser: Browser,
     serve: Callable[..., Server],
-    operator: LocalRegistry,
+    operator: EmbeddedRegistry,
     adapters: dict[str, Path],
     tmp_path: Path,
 ) -> None:

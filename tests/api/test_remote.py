@@ -13,8 +13,8 @@ import httpx
 import pytest
 
 from registry import Registry, RemoteRegistry
+from registry.embedded import EmbeddedRegistry
 from registry.errors import Conflict, Forbidden, InvalidAdapter, NotFound, Unreachable
-from registry.local import LocalRegistry
 from registry.settings import Settings
 from tests import hostile
 from tests.api.conftest import STANCE, Server
@@ -34,7 +34,7 @@ def cli(
 
 def test_python_client_matches_local_behaviour(
     serve: Callable[..., Server],
-    operator: LocalRegistry,
+    operator: EmbeddedRegistry,
     adapters: dict[str, Path],
     tmp_path: Path,
 ) -> None:
@@ -75,7 +75,7 @@ def test_python_client_matches_local_behaviour(
 
 def test_cli_over_http(
     serve: Callable[..., Server],
-    operator: LocalRegistry,
+    operator: EmbeddedRegistry,
     adapters: dict[str, Path],
     tmp_path: Path,
 ) -> None:
@@ -123,7 +123,7 @@ def test_servers_share_no_state(
     env = {**os.environ, "STANCE_HOME": str(settings.home)}
     first, second = Server(env), Server(env, "--workers", "2")
     try:
-        with LocalRegistry(settings) as operator:
+        with EmbeddedRegistry(settings) as operator:
             publisher = operator.create_token("publish").token
         with Registry(first.url, settings=Settings(home=tmp_path / "a"), token=publisher) as a:
             a.publish(adapters["curious"], "shared@1.0.0", alias="prod")

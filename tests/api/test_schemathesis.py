@@ -8,7 +8,7 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 
 from registry.api import create_app
-from registry.local import LocalRegistry
+from registry.embedded import EmbeddedRegistry
 from registry.settings import Settings
 
 EXAMPLES = 12
@@ -17,7 +17,7 @@ CALLS: list[int] = []
 
 def test_no_server_errors(tmp_path: Path, adapters: dict[str, Path]) -> None:
     config = Settings(home=tmp_path / "home")
-    with LocalRegistry(config, actor="seed") as registry:  # real rows for the calls to hit
+    with EmbeddedRegistry(config, actor="seed") as registry:  # real rows for the calls to hit
         registry.publish(adapters["curious"], "curious@1.0.0", alias="prod")
         registry.publish(adapters["confident"], "team-a/confident@0.1.0")
         admin = {"Authorization": f"Bearer {registry.create_token('admin').token}"}

@@ -26,10 +26,11 @@ from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from cli.main import app
-from registry import Registry, service
+from registry import Registry
+from registry.catalog import service
+from registry.catalog.gc import Watermark, collect_garbage
+from registry.embedded import EmbeddedRegistry
 from registry.errors import Conflict, Forbidden, IntegrityError, InvalidSpec, Unauthorized
-from registry.gc import Watermark, collect_garbage
-from registry.local import LocalRegistry
 from registry.manifest import Manifest, digest_bytes
 from registry.settings import Settings
 from registry.stores import blob_key, open_store
@@ -60,9 +61,9 @@ save_file({"logits": logits.contiguous()}, out)
 
 
 @pytest.fixture
-def hf_registry(settings: Settings, hf_url: str) -> Iterator[LocalRegistry]:
+def hf_registry(settings: Settings, hf_url: str) -> Iterator[EmbeddedRegistry]:
     """``STANCE_STORE=hf://owner``; endpoint and token come from ``HF_ENDPOINT``/``HF_TOKEN``."""
-    registry = LocalRegistry(Settings(store=hf_url), actor="test")
+    registry = EmbeddedRegistry(Settings(store=hf_url), actor="test")
     assert isinstance(registry.store, HfStore)
     yield registry
     registry.close()
@@ -82,13 +83,13 @@ def hub_state(api: HfApi, repo: str) -> tuple[list[tuple[str, str]], list[str]]:
     return sorted(targets), [c.commit_id for c in api.list_repo_commits(repo)]
 
 
-def other_catalog(tmp_path: Path, hf_url: str, monkeypatch: pytest.MonkeyPatch) -> LocalRegistry:
+def other_catalog(tmp_path: Path, hf_url: str, monkeypatch: pytest.MonkeyPatch) -> EmbeddedRegistry:
     """A second catalog on the same Hub owner (another team's registry)."""
     monkeypatch.setenv("STANCE_DATABASE_URL", f"sqlite:///{tmp_path / 'other.db'}")
-    return LocalRegistry(Settings(store=hf_url, home=tmp_path / "other-home"), actor="test")
+    return EmbeddedRegistry(Settings(store=hf_url, home=tmp_path / "other-home"), actor="test")
 
 
-def released(registry: LocalRegistry, folder: Path, endpoint: str) -> tuple[HfApi, str]:
+def released(registry: EmbeddedRegistry, folder: Path, endpoint: str) -> tuple[HfApi, str]:
     """Publish ``folder`` as SPEC through an hf:// store: the Hub API and the adapter's repo."""
     registry.publish(folder, SPEC)
     repo = registry.resolve(SPEC).hub_repo
@@ -97,7 +98,7 @@ def released(registry: LocalRegistry, folder: Path, endpoint: str) -> tuple[HfAp
 
 
 def test_publish_releases_a_tagged_repo_that_plain_peft_loads(
-    hf_registry: LocalRegistry, adapters: dict[str, Path], hf_env: str, tmp_path: Path
+    hf_registry: EmbeddedRegistry, adapters: dict[str, Path], hf_env: str, tmp_path: Path
 ) -> None:
     result = hf_registry.publish(adapters["curious"], SPEC)
     assert result.created
@@ -137,7 +138,7 @@ def test_publish_releases_a_tagged_repo_that_plain_peft_loads(
 
 
 def test_versions_share_one_repo_and_each_tag_keeps_its_files(
-    hf_registry: LocalRegistry, adapters: dict[str, Path], hf_env: str, tmp_path: Path
+    hf_registry: EmbeddedRegistry, adapters: dict[str, Path], hf_env: str, tmp_path: Path
 ) -> None:
     carded = tmp_path / "carded"
     shutil.copytree(adapters["curious"], carded)
@@ -167,7 +168,7 @@ def test_versions_share_one_repo_and_each_tag_keeps_its_files(
 
 
 def test_republish_is_a_no_op_and_other_content_changes_nothing(
-    hf_registry: LocalRegistry, adapters: dict[str, Path], hf_env: str, tmp_path: Path
+    hf_registry: EmbeddedRegistry, adapters: dict[str, Path], hf_env: str, tmp_path: Path
 ) -> None:
     api, repo = released(hf_registry, adapters["curious"], hf_env)
     before = hub_state(api, repo)
@@ -180,7 +181,7 @@ def test_republish_is_a_no_op_and_other_content_changes_nothing(
 
 
 def test_a_tag_holding_other_content_is_a_conflict(
-    hf_registry: LocalRegistry,
+    hf_registry: EmbeddedRegistry,
     adapters: dict[str, Path],
     hf_url: str,
     hf_env: str,
@@ -205,7 +206,7 @@ def test_a_tag_holding_other_content_is_a_conflict(
 
 @pytest.fixture
 def untagged(
-    hf_registry: LocalRegistry, adapters: dict[str, Path], hf_env: str
+    hf_registry: EmbeddedRegistry, adapters: dict[str, Path], hf_env: str
 ) -> tuple[HfApi, str, str]:
     """curious@1.0.0 committed to main but not tagged: a racing publisher about to tag it,
     or one that died before it could. The Hub API, the repo, and the untagged commit."""
@@ -261,7 +262,7 @@ def staged(store: HfStore, folder: Path) -> Manifest:
 
 
 def test_a_repo_that_is_not_ours_is_never_written(
-    hf_registry: LocalRegistry, adapters: dict[str, Path], settings: Settings, hf_env: str
+    hf_registry: EmbeddedRegistry, adapters: dict[str, Path], settings: Settings, hf_env: str
 ) -> None:
     owner = hf_registry.store.url.removeprefix("hf://")
     api = hub(hf_env)
@@ -280,7 +281,7 @@ def test_a_repo_that_is_not_ours_is_never_written(
 
 
 def test_a_wrong_token_is_refused_and_changes_nothing(
-    hf_registry: LocalRegistry,
+    hf_registry: EmbeddedRegistry,
     adapters: dict[str, Path],
     settings: Settings,
     hf_url: str,
@@ -288,7 +289,7 @@ def test_a_wrong_token_is_refused_and_changes_nothing(
 ) -> None:
     monkeypatch.setenv("HF_TOKEN", "hf_not_the_token")
     catalog = snapshot(settings.catalog_url, settings.home / "no-local-store")
-    with LocalRegistry(Settings(store=hf_url), actor="test") as wrong:
+    with EmbeddedRegistry(Settings(store=hf_url), actor="test") as wrong:
         with pytest.raises(Unauthorized, match="401"):
             wrong.publish(adapters["curious"], SPEC)
         assert list(wrong.store.iter()) == []
@@ -302,7 +303,7 @@ def test_bad_hf_urls_are_refused(url: str) -> None:
 
 
 def test_a_name_the_hub_cannot_hold_is_refused(
-    hf_registry: LocalRegistry, adapters: dict[str, Path], settings: Settings
+    hf_registry: EmbeddedRegistry, adapters: dict[str, Path], settings: Settings
 ) -> None:
     catalog = snapshot(settings.catalog_url, settings.home / "no-local-store")
     with pytest.raises(InvalidSpec, match="no valid Hub repo name"):
@@ -312,7 +313,7 @@ def test_a_name_the_hub_cannot_hold_is_refused(
 
 
 def test_pull_gc_and_reclaim_on_the_hub(
-    hf_registry: LocalRegistry, adapters: dict[str, Path], hf_env: str, tmp_path: Path
+    hf_registry: EmbeddedRegistry, adapters: dict[str, Path], hf_env: str, tmp_path: Path
 ) -> None:
     hf_registry.publish(adapters["curious"], SPEC)
     out = hf_registry.fetch(SPEC, tmp_path / "out")
@@ -335,7 +336,7 @@ def test_pull_gc_and_reclaim_on_the_hub(
 
 
 def test_lock_and_export_pin_the_hub_commit(
-    hf_registry: LocalRegistry,
+    hf_registry: EmbeddedRegistry,
     adapters: dict[str, Path],
     settings: Settings,
     hf_url: str,
@@ -363,7 +364,7 @@ def test_lock_and_export_pin_the_hub_commit(
 
 
 def test_export_hub_refuses_versions_not_on_the_hub(
-    registry: LocalRegistry,
+    registry: EmbeddedRegistry,
     adapters: dict[str, Path],
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
@@ -379,7 +380,7 @@ def test_export_hub_refuses_versions_not_on_the_hub(
 
 
 def test_a_different_adapter_is_its_own_repo(
-    hf_registry: LocalRegistry, tmp_path: Path, hf_env: str
+    hf_registry: EmbeddedRegistry, tmp_path: Path, hf_env: str
 ) -> None:
     folder = make_adapter(tmp_path / "engaged", seed=7, r=4)
     hf_registry.publish(folder, "engaged@0.1.0")
@@ -389,7 +390,7 @@ def test_a_different_adapter_is_its_own_repo(
 
 def test_a_server_on_the_hub_releases_what_clients_publish(
     serve: Callable[..., Server],
-    operator: LocalRegistry,
+    operator: EmbeddedRegistry,
     adapters: dict[str, Path],
     hf_url: str,
     hf_env: str,
@@ -422,7 +423,7 @@ def test_a_server_on_the_hub_releases_what_clients_publish(
 
 
 def test_a_corrupted_blob_on_the_hub_is_refused_and_nothing_is_written(
-    hf_registry: LocalRegistry, adapters: dict[str, Path], hf_env: str, tmp_path: Path
+    hf_registry: EmbeddedRegistry, adapters: dict[str, Path], hf_env: str, tmp_path: Path
 ) -> None:
     hf_registry.publish(adapters["curious"], SPEC)
     store = hf_registry.store
@@ -440,4 +441,4 @@ def test_a_corrupted_blob_on_the_hub_is_refused_and_nothing_is_written(
     assert list(out.iterdir()) == []
     with pytest.raises(IntegrityError):
         hf_registry.fetch(SPEC)  # into the shared cache: nothing lands there either
-    assert not hf_registry.cache.blob_path(weights.digest).exists()
+    assert not hf_registry.transfer.cache.blob_path(weights.digest).exists()

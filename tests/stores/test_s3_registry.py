@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
+from registry.catalog.gc import collect_garbage
+from registry.embedded import EmbeddedRegistry
 from registry.errors import IntegrityError
-from registry.gc import collect_garbage
-from registry.local import LocalRegistry
 from registry.manifest import digest_bytes
 from registry.settings import Settings
 from registry.stores.s3 import S3Store
@@ -22,16 +22,16 @@ SPEC = "team-a/curious@1.0.0"
 
 
 @pytest.fixture
-def s3_registry(settings: Settings, s3_url: str) -> Iterator[LocalRegistry]:
+def s3_registry(settings: Settings, s3_url: str) -> Iterator[EmbeddedRegistry]:
     """``STANCE_STORE=s3://bucket/prefix``; the endpoint comes from ``AWS_ENDPOINT_URL``."""
-    registry = LocalRegistry(Settings(store=s3_url), actor="test")
+    registry = EmbeddedRegistry(Settings(store=s3_url), actor="test")
     assert isinstance(registry.store, S3Store)
     yield registry
     registry.close()
 
 
 @pytest.fixture
-def published(s3_registry: LocalRegistry, adapters: dict[str, Path]) -> Path:
+def published(s3_registry: EmbeddedRegistry, adapters: dict[str, Path]) -> Path:
     result = s3_registry.publish(adapters["curious"], SPEC)
     assert result.created
     return adapters["curious"]
@@ -43,7 +43,7 @@ def same_files(left: Path, right: Path, names: list[str]) -> bool:
 
 
 def test_publish_and_pull_through_s3(
-    s3_registry: LocalRegistry,
+    s3_registry: EmbeddedRegistry,
     published: Path,
     s3_client: Any,
     s3_bucket: str,
@@ -63,7 +63,7 @@ def test_publish_and_pull_through_s3(
 
 
 def test_cold_cache_pull(
-    s3_registry: LocalRegistry,
+    s3_registry: EmbeddedRegistry,
     published: Path,
     settings: Settings,
     aws_env: str,
@@ -81,13 +81,13 @@ def test_cold_cache_pull(
 
     monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{refusing_port}")
     monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
-    with LocalRegistry(Settings(store=s3_registry.store.url)) as offline_store:
+    with EmbeddedRegistry(Settings(store=s3_registry.store.url)) as offline_store:
         again = offline_store.fetch(SPEC)  # a new process: verifies the cache, needs no S3
     assert again == folder and same_files(published, again, names)
 
 
 def test_corrupted_object_is_refused_and_nothing_is_written(
-    s3_registry: LocalRegistry,
+    s3_registry: EmbeddedRegistry,
     published: Path,
     s3_client: Any,
     s3_bucket: str,
@@ -105,13 +105,13 @@ def test_corrupted_object_is_refused_and_nothing_is_written(
 
     with pytest.raises(IntegrityError, match=f"expected .*{weights.digest}"):
         s3_registry.fetch(SPEC)  # into the shared cache
-    blobs = s3_registry.cache.root / "blobs"
-    assert not s3_registry.cache.blob_path(weights.digest).exists()
+    blobs = s3_registry.transfer.cache.root / "blobs"
+    assert not s3_registry.transfer.cache.blob_path(weights.digest).exists()
     assert [p for p in blobs.iterdir() if p.name.startswith(".")] == []  # no temp file left
 
 
 def test_gc_frees_unreferenced_objects_in_s3(
-    s3_registry: LocalRegistry, published: Path, s3_client: Any, s3_bucket: str
+    s3_registry: EmbeddedRegistry, published: Path, s3_client: Any, s3_bucket: str
 ) -> None:
     orphan = b"uploaded by a publish that never committed"
     digest = digest_bytes(orphan)

@@ -27,9 +27,9 @@ from pydantic import BaseModel
 from sqlalchemy import ColumnElement, and_, delete, exists, func, or_, select, text, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from registry.db import transaction
+from registry.catalog.db import transaction
+from registry.catalog.models import Blob, GcRun, VersionFile, utcnow
 from registry.errors import Conflict
-from registry.models import Blob, GcRun, VersionFile, utcnow
 from registry.stores import Store, StoredBlob
 
 DEFAULT_GRACE = timedelta(hours=1)

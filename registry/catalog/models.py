@@ -90,7 +90,7 @@ class Adapter(Base):
 
 class GcRun(Base):
     """One ``stance gc``: the blobs it condemned are deleted from the store once it started,
-    and all of them are gone once it finished (see ``registry.gc``)."""
+    and all of them are gone once it finished (see ``registry.catalog.gc``)."""
 
     __tablename__ = "gc_runs"
 
@@ -134,7 +134,7 @@ class Version(Base):
     r: Mapped[int] = mapped_column(Integer, index=True)
     # Deferred: resolving (the hot path) needs neither the fingerprint nor the sketch.
     info: Mapped[dict[str, Any]] = mapped_column(JSON, deferred=True)
-    # registry.sketch.Sketch.encode(): the first pass of "similar adapters".
+    # registry.lora.sketch.Sketch.encode(): the first pass of "similar adapters".
     sketch: Mapped[bytes | None] = mapped_column(LargeBinary, deferred=True)
     yanked: Mapped[bool] = mapped_column(Boolean, default=False)
     yanked_reason: Mapped[str | None] = mapped_column(Text)

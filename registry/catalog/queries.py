@@ -12,9 +12,7 @@ import semantic_version
 from sqlalchemy import Connection, Row, Select, and_, bindparam, func, or_, select
 from sqlalchemy.orm import Session
 
-from registry.errors import InvalidSpec, NotFound
-from registry.manifest import Manifest
-from registry.models import (
+from registry.catalog.models import (
     Adapter,
     AdapterTarget,
     Alias,
@@ -23,6 +21,9 @@ from registry.models import (
     Namespace,
     Version,
 )
+from registry.errors import InvalidSpec, NotFound
+from registry.lora.sketch import Sketch
+from registry.manifest import Manifest
 from registry.schemas import (
     AdapterDetail,
     AdapterSummary,
@@ -34,7 +35,6 @@ from registry.schemas import (
     VersionDetail,
     VersionSummary,
 )
-from registry.sketch import Sketch
 from registry.spec import SelectorKind, Spec, parse_ref, parse_spec
 from registry.spec import select as select_range
 

@@ -1,7 +1,7 @@
 """The only code that writes the catalog: publish, alias, yank; and the reads that resolve specs.
 
 Functions take a session, flush and never commit: the caller (CLI command, HTTP request,
-``LocalRegistry`` call) owns the transaction. They raise only ``registry.errors``.
+``EmbeddedRegistry`` call) owns the transaction. They raise only ``registry.errors``.
 """
 
 from __future__ import annotations
@@ -16,13 +16,10 @@ from sqlalchemy import delete, insert, literal, select
 from sqlalchemy.exc import IntegrityError as DBIntegrityError
 from sqlalchemy.orm import Session
 
-from registry.audit import record
-from registry.auth import Caller, Scope
-from registry.errors import Conflict, Forbidden, InvalidAdapter, InvalidSpec, NotFound
-from registry.gc import Watermark, revive
-from registry.inspect import CARD, CONFIG, WEIGHTS, AdapterInfo, inspect_dir
-from registry.manifest import Manifest, manifest_of
-from registry.models import (
+from registry.access import Caller, Scope
+from registry.catalog.audit import record
+from registry.catalog.gc import Watermark, revive
+from registry.catalog.models import (
     Adapter,
     AdapterTarget,
     Alias,
@@ -34,9 +31,12 @@ from registry.models import (
     VersionTarget,
     utcnow,
 )
-from registry.queries import find_adapter, find_version, latest_release
+from registry.catalog.queries import find_adapter, find_version, latest_release
+from registry.errors import Conflict, Forbidden, InvalidAdapter, InvalidSpec, NotFound
+from registry.lora.inspection import CARD, CONFIG, WEIGHTS, AdapterInfo, inspect_dir
+from registry.lora.sketch import Sketch
+from registry.manifest import Manifest, manifest_of
 from registry.schemas import PublishResult, VersionRef
-from registry.sketch import Sketch
 from registry.spec import parse_publish_target, parse_ref, parse_version, validate_alias
 from registry.stores import Release, Releasing, Store, copy_verified
 

@@ -15,13 +15,13 @@ from typing import BinaryIO
 
 from sqlalchemy.orm import Session
 
-from registry import analysis, queries, service, tokens
-from registry.analysis import Diff, SimilarAdapter
-from registry.audit import refusals_recorded
-from registry.auth import operator
-from registry.cache import Cache
-from registry.db import ensure_schema, make_engine, session_factory, transaction
-from registry.gc import watermark
+from registry.access import operator
+from registry.catalog import analysis, queries, service, tokens
+from registry.catalog.analysis import Diff, SimilarAdapter
+from registry.catalog.audit import refusals_recorded
+from registry.catalog.db import ensure_schema, make_engine, session_factory, transaction
+from registry.catalog.gc import watermark
+from registry.catalog.tokens import NewToken, TokenInfo
 from registry.schemas import (
     AdapterDetail,
     AdapterSummary,
@@ -36,10 +36,10 @@ from registry.schemas import (
 from registry.settings import Settings
 from registry.spec import validate_alias
 from registry.stores import copy_verified, open_store
-from registry.tokens import NewToken, TokenInfo
+from registry.transfer.cache import Cache
 
 
-class LocalRegistry:
+class EmbeddedRegistry:
     """Publish, resolve and fetch against the catalog and store named by ``settings``."""
 
     def __init__(self, settings: Settings | None = None, *, actor: str | None = None) -> None:
@@ -56,12 +56,12 @@ class LocalRegistry:
         self.caller = operator(actor or f"local:{getpass.getuser()}")
 
     def __repr__(self) -> str:
-        return f"LocalRegistry({self.engine.url!r}, store={self.store.url!r})"
+        return f"EmbeddedRegistry({self.engine.url!r}, store={self.store.url!r})"
 
     def close(self) -> None:
         self.engine.dispose()
 
-    def __enter__(self) -> LocalRegistry:
+    def __enter__(self) -> EmbeddedRegistry:
         return self
 
     def __exit__(self, *exc_info: object) -> None:

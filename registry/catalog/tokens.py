@@ -19,10 +19,10 @@ from pydantic import BaseModel
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from registry.audit import record
-from registry.auth import Caller, Scope
+from registry.access import Caller, Scope
+from registry.catalog.audit import record
+from registry.catalog.models import Token, utcnow
 from registry.errors import InvalidSpec, NotFound, Unauthorized
-from registry.models import Token, utcnow
 from registry.spec import validate_name
 
 PREFIX = "stance_"

@@ -7,9 +7,9 @@ from contextlib import contextmanager
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from registry.db import transaction
+from registry.catalog.db import transaction
+from registry.catalog.models import AuditEvent
 from registry.errors import RegistryError
-from registry.models import AuditEvent
 
 
 def record(

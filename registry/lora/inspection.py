@@ -19,9 +19,9 @@ import numpy as np
 from pydantic import BaseModel
 
 from registry.errors import InvalidAdapter
-from registry.fingerprint import Fingerprint, compute_fingerprint
-from registry.sketch import Sketch, sketch
-from registry.weights import DTYPE_NAMES, WeightsFile, open_weights
+from registry.lora.fingerprint import Fingerprint, compute_fingerprint
+from registry.lora.sketch import Sketch, sketch
+from registry.lora.weights import DTYPE_NAMES, WeightsFile, open_weights
 
 CONFIG = "adapter_config.json"
 WEIGHTS = "adapter_model.safetensors"

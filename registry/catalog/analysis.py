@@ -8,9 +8,9 @@ from pathlib import Path
 from pydantic import BaseModel
 from sqlalchemy.orm import Session
 
-from registry import queries
-from registry.fingerprint import Similarity, similarity
-from registry.inspect import CONFIG, LoraModule, read_config, read_modules
+from registry.catalog import queries
+from registry.lora.fingerprint import Similarity, similarity
+from registry.lora.inspection import CONFIG, LoraModule, read_config, read_modules
 from registry.stores import Store, copy_verified
 
 # Exact re-scoring reads each candidate's weights; the sketch pass narrows them to this many.

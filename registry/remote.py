@@ -23,10 +23,9 @@ from tenacity import (
     wait_exponential,
 )
 
-from registry.analysis import Diff, SimilarAdapter, compare, read_folder
-from registry.cache import Cache
+from registry.catalog.analysis import Diff, SimilarAdapter, compare, read_folder
 from registry.errors import ERRORS_BY_CODE, RegistryError, Unreachable
-from registry.inspect import check_dir
+from registry.lora.inspection import check_dir
 from registry.manifest import CHUNK, FileEntry, manifest_of
 from registry.schemas import (
     AdapterDetail,
@@ -41,6 +40,7 @@ from registry.schemas import (
 )
 from registry.settings import Settings
 from registry.spec import parse_publish_target, parse_ref, parse_spec, validate_alias
+from registry.transfer.cache import Cache
 
 
 class TransferProgress(Protocol):

@@ -18,11 +18,11 @@ from typing import BinaryIO, Protocol
 import tomli_w
 from pydantic import BaseModel, ValidationError
 
-from registry.cache import Cache
 from registry.errors import IntegrityError, InvalidSpec, NotFound
 from registry.manifest import FileEntry, Manifest
 from registry.schemas import Resolution
 from registry.spec import parse_ref, parse_spec
+from registry.transfer.cache import Cache
 
 WANTS = "stance.toml"
 LOCK = "stance.lock"
