@@ -25,7 +25,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))  # run from a checkout without installing the package
 
 from registry.lora.fingerprint import compute_fingerprint, delta_norm, spectrum  # noqa: E402
-from registry.lora.inspection import LoraModule  # noqa: E402
+from registry.lora.format import LoraModule  # noqa: E402
 
 WIDTH = 4096
 LAYERS = 32

@@ -28,6 +28,7 @@ from registry.catalog import queries  # noqa: E402
 from registry.catalog.db import make_engine, session_factory, upgrade  # noqa: E402
 from registry.catalog.models import Adapter, Alias, Namespace, Version, VersionTarget  # noqa: E402
 from registry.manifest import FileEntry, Manifest  # noqa: E402
+from registry.schemas import SearchQuery  # noqa: E402
 
 VERSIONS_PER_ADAPTER = 100
 MANIFEST = Manifest.of(
@@ -137,10 +138,12 @@ def measure(url: str, adapters: int, calls: int) -> dict[str, tuple[float, float
             "resolve alias": lambda i: queries.resolve_spec(s, f"role-{i % adapters:06d}@prod"),
             "resolve ^1.3": lambda i: queries.resolve_spec(s, f"role-{i % adapters:06d}@^1.3"),
             "resolve exact": lambda i: queries.resolve_spec(s, f"role-{i % adapters:06d}@1.4.2"),
-            "search first page": lambda i: queries.search(s, limit=50),
-            "search text": lambda i: queries.search(s, text=f"role-{i % adapters:04d}"[:9]),
+            "search first page": lambda i: queries.search(s, SearchQuery(limit=50)),
+            "search text": lambda i: queries.search(
+                s, SearchQuery(text=f"role-{i % adapters:04d}"[:9])
+            ),
             "search filters": lambda i: queries.search(
-                s, base_model="org/base-3", rank=8, target="q_proj", limit=20
+                s, SearchQuery(base_model="org/base-3", rank=8, target="q_proj", limit=20)
             ),
         }
         for name, fn in checks.items():

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from cli.output import Transfers
-from registry import Registry
+from registry.connect import Registry
 from registry.embedded import EmbeddedRegistry
 from registry.errors import RegistryError
-from registry.remote import RemoteRegistry
+from registry.interfaces import AdapterRegistry
 from registry.settings import Settings
 
 # Global options (stance --home ... COMMAND) given on this command line.
@@ -17,7 +17,7 @@ def settings() -> Settings:
     return Settings(**overrides)  # type: ignore[arg-type]
 
 
-def open_registry() -> EmbeddedRegistry | RemoteRegistry:
+def open_registry() -> AdapterRegistry:
     """The local registry, or the server named by --registry / STANCE_REGISTRY."""
     current = settings()
     if current.registry:
@@ -25,7 +25,7 @@ def open_registry() -> EmbeddedRegistry | RemoteRegistry:
     return Registry(settings=current)
 
 
-def open_catalog(purpose: str) -> EmbeddedRegistry:
+def embedded_registry(purpose: str) -> EmbeddedRegistry:
     """The local catalog itself, for work that never goes over HTTP."""
     current = settings()
     if current.registry:

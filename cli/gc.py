@@ -13,9 +13,9 @@ import typer
 from rich.filesize import decimal
 from rich.table import Table
 
-from cli.context import open_catalog
+from cli.context import embedded_registry
 from cli.output import emit, errors, stdout
-from registry.catalog.gc import Collection, collect_garbage
+from registry.catalog.gc import Collection
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
@@ -56,6 +56,6 @@ def gc(
 ) -> None:
     """Delete blobs that no version references, once older than the grace period."""
     period = parse_duration(grace)
-    with errors(as_json=as_json), open_catalog("gc") as registry:
-        result = collect_garbage(registry.sessions, registry.store, grace=period, dry_run=dry_run)
+    with errors(as_json=as_json), embedded_registry("gc") as registry:
+        result = registry.collect_garbage(grace=period, dry_run=dry_run)
     emit(result, as_json=as_json, human=lambda: _print(result))

@@ -12,11 +12,12 @@ import typer
 from rich.table import Table
 
 from cli import pinning, report
-from cli.context import open_catalog, open_registry, overrides, settings
+from cli.context import embedded_registry, open_registry, overrides, settings
 from cli.gc import gc
 from cli.output import emit, errors, stdout, warn
-from registry.catalog.db import current_revision, ensure_schema, make_engine, upgrade
+from registry.catalog.db import current_revision, make_engine, open_catalog, upgrade
 from registry.lora.inspection import inspect_dir
+from registry.schemas import SearchQuery
 
 app = typer.Typer(
     help="Registry for LoRA adapters: publish, discover, pin and pull exact versions.",
@@ -86,11 +87,7 @@ def serve(
 
     current = settings()
     with errors(as_json=False):
-        engine = make_engine(current.catalog_url)
-        try:
-            ensure_schema(engine)  # once, before workers start, so they never race a migration
-        finally:
-            engine.dispose()
+        open_catalog(current.catalog_url).close()  # migrated once, before workers start
     for key, value in overrides.items():  # workers build their settings from the environment
         os.environ[f"STANCE_{key.upper()}"] = value
     os.environ.pop("STANCE_REGISTRY", None)  # a server serves its own catalog
@@ -198,8 +195,8 @@ def search(
 ) -> None:
     """Find adapters by name and by what their versions target."""
     with errors(as_json=as_json), open_registry() as registry:
-        page = registry.search(
-            text,
+        filters = SearchQuery(
+            text=text,
             base_model=base_model,
             target=target,
             rank=rank,
@@ -207,6 +204,7 @@ def search(
             limit=limit,
             cursor=cursor,
         )
+        page = registry.search(filters)
     emit(page, as_json=as_json, human=lambda: report.print_search(page))
 
 
@@ -313,7 +311,7 @@ def audit(
 ) -> None:
     """The audit log: every write, successful or refused (admin)."""
     with errors(as_json=as_json), open_registry() as registry:
-        entries = registry.catalog.audit(limit=limit, before=before, action=action)
+        entries = registry.audit(limit=limit, before=before, action=action)
     emit(entries, as_json=as_json, human=lambda: report.print_audit(entries))
 
 
@@ -379,7 +377,7 @@ def token_create(
 ) -> None:
     """Mint a token. The secret is printed once; only its hash is stored."""
     expires = timedelta(days=expires_in_days) if expires_in_days else None
-    with errors(as_json=as_json), open_catalog("token management") as catalog:
+    with errors(as_json=as_json), embedded_registry("token management") as catalog:
         new = catalog.create_token(
             scope, namespaces=namespace, description=description, expires_in=expires
         )
@@ -396,7 +394,7 @@ def token_create(
 @token_app.command("list")
 def token_list(as_json: JsonOpt = False) -> None:
     """Tokens with scopes and grants; never their secrets."""
-    with errors(as_json=as_json), open_catalog("token management") as catalog:
+    with errors(as_json=as_json), embedded_registry("token management") as catalog:
         found = catalog.list_tokens()
     emit(found, as_json=as_json, human=lambda: report.print_tokens(found))
 
@@ -404,6 +402,6 @@ def token_list(as_json: JsonOpt = False) -> None:
 @token_app.command("revoke")
 def token_revoke(token_id: str, as_json: JsonOpt = False) -> None:
     """Revoke a token at once."""
-    with errors(as_json=as_json), open_catalog("token management") as catalog:
+    with errors(as_json=as_json), embedded_registry("token management") as catalog:
         info = catalog.revoke_token(token_id)
     emit(info, as_json=as_json, human=lambda: stdout.print(f"revoked token {info.id}"))

@@ -12,6 +12,7 @@ import typer
 from cli.context import open_registry, settings
 from cli.output import emit, errors, stdout, warn
 from registry.errors import IntegrityError, RegistryError
+from registry.interfaces import AdapterRegistry
 from registry.transfer import lockfile
 from registry.transfer.cache import Cache
 from registry.transfer.lockfile import LOCK, WANTS, Lock
@@ -33,7 +34,7 @@ def lock(
     with errors(as_json=as_json), open_registry() as registry:
         previous = lockfile.read_lock(lock_path) if lock_path.exists() else None
         new = lockfile.lock(
-            registry,
+            registry.resolve,
             lockfile.read_wants(wants),
             previous=previous,
             upgrade=upgrade or (),
@@ -57,11 +58,11 @@ def lock(
     emit(summary, as_json=as_json, human=human)
 
 
-def _warn_yanked(registry: object, lock_: Lock) -> None:
+def _warn_yanked(registry: AdapterRegistry, lock_: Lock) -> None:
     """Like Cargo: a yanked locked version still installs, but people should hear about it."""
     for entry in lock_.adapters:
         try:
-            found = registry.resolve(entry.spec)  # type: ignore[attr-defined]
+            found = registry.resolve(entry.spec)
         except RegistryError:
             continue  # offline or gone: the lock alone is enough to install
         if found.yanked:
@@ -72,7 +73,7 @@ def sync(lock_path: LockOpt = Path(LOCK), as_json: JsonOpt = False) -> None:
     """Fetch every locked blob into the verified cache."""
     with errors(as_json=as_json), open_registry() as registry:
         locked = lockfile.read_lock(lock_path)
-        folders = lockfile.sync(locked, registry.transfer.cache, registry.open_blob)
+        folders = lockfile.sync(locked, registry.cache, registry.open_blob)
         _warn_yanked(registry, locked)
     result = [
         {"name": e.ref, "version": e.version, "path": str(f)}

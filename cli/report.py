@@ -8,14 +8,15 @@ from rich.filesize import decimal
 from rich.table import Table
 
 from cli.output import stdout, warn
-from registry.catalog.analysis import Diff, SimilarAdapter
 from registry.catalog.tokens import TokenInfo
+from registry.lora.compare import Diff
 from registry.schemas import (
     AdapterDetail,
     AdapterSummary,
     AliasMove,
     AuditEntry,
     Page,
+    SimilarAdapter,
     VersionDetail,
 )
 

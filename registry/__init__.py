@@ -1,38 +1,49 @@
-"""Stance registry: publish, discover, pin and load LoRA adapters."""
+"""Stance registry: publish, discover, pin and load LoRA adapters.
+
+The root is lazy (as ``huggingface_hub`` is): ``import registry.spec`` loads no database, HTTP
+or torch module, and each public name is imported on first use.
+"""
 
 from __future__ import annotations
 
+import importlib
 from typing import TYPE_CHECKING, Any
 
-from registry.embedded import EmbeddedRegistry
-from registry.errors import RegistryError
-from registry.remote import RemoteRegistry
-from registry.settings import Settings
+# Public name -> (the module that defines it, its name there).
+_EXPORTS = {
+    "EmbeddedRegistry": ("registry.embedded", "EmbeddedRegistry"),
+    "LocalRegistry": ("registry.embedded", "EmbeddedRegistry"),  # its first name
+    "Registry": ("registry.connect", "Registry"),
+    "RegistryError": ("registry.errors", "RegistryError"),
+    "RemoteRegistry": ("registry.remote", "RemoteRegistry"),
+    "RoleSet": ("registry.loader", "RoleSet"),
+    "Settings": ("registry.settings", "Settings"),
+}
+
+__all__ = [
+    "EmbeddedRegistry",
+    "LocalRegistry",
+    "Registry",
+    "RegistryError",
+    "RemoteRegistry",
+    "RoleSet",
+    "Settings",
+]
 
 if TYPE_CHECKING:
+    from registry.connect import Registry
+    from registry.embedded import EmbeddedRegistry
+    from registry.embedded import EmbeddedRegistry as LocalRegistry
+    from registry.errors import RegistryError
     from registry.loader import RoleSet
-
-__all__ = ["EmbeddedRegistry", "Registry", "RegistryError", "RemoteRegistry", "RoleSet", "Settings"]
-
-
-def __getattr__(name: str) -> object:
-    # RoleSet needs torch; the CLI and the server never import it.
-    if name == "RoleSet":
-        from registry.loader import RoleSet
-
-        return RoleSet
-    raise AttributeError(f"module 'registry' has no attribute {name!r}")
+    from registry.remote import RemoteRegistry
+    from registry.settings import Settings
 
 
-def Registry(  # noqa: N802 - reads as the class a user asks for
-    url: str | None = None, *, settings: Settings | None = None, **options: Any
-) -> EmbeddedRegistry | RemoteRegistry:
-    """The registry at ``url`` or ``STANCE_REGISTRY`` over HTTP; the embedded local one otherwise.
-
-    Both have the same methods (publish, resolve, fetch, ...) and raise the same errors.
-    """
-    settings = settings or Settings()
-    remote = url or settings.registry
-    if remote:
-        return RemoteRegistry(remote, settings=settings, **options)
-    return EmbeddedRegistry(settings)
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'registry' has no attribute {name!r}")
+    module, attribute = _EXPORTS[name]
+    value = getattr(importlib.import_module(module), attribute)
+    globals()[name] = value
+    return value

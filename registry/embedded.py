@@ -16,12 +16,12 @@ from typing import BinaryIO
 from sqlalchemy.orm import Session
 
 from registry.access import operator
-from registry.catalog import analysis, queries, service, tokens
-from registry.catalog.analysis import Diff, SimilarAdapter
+from registry.catalog import analysis, publishing, queries, service, tokens
 from registry.catalog.audit import refusals_recorded
-from registry.catalog.db import ensure_schema, make_engine, session_factory, transaction
-from registry.catalog.gc import watermark
+from registry.catalog.db import open_catalog, transaction
+from registry.catalog.gc import Collection, collect_garbage
 from registry.catalog.tokens import NewToken, TokenInfo
+from registry.lora.compare import Diff
 from registry.schemas import (
     AdapterDetail,
     AdapterSummary,
@@ -30,11 +30,12 @@ from registry.schemas import (
     Page,
     PublishResult,
     Resolution,
+    SearchQuery,
+    SimilarAdapter,
     VersionDetail,
     VersionRef,
 )
 from registry.settings import Settings
-from registry.spec import validate_alias
 from registry.stores import copy_verified, open_store
 from registry.transfer.cache import Cache
 
@@ -44,13 +45,8 @@ class EmbeddedRegistry:
 
     def __init__(self, settings: Settings | None = None, *, actor: str | None = None) -> None:
         self.settings = settings or Settings()
-        self.engine = make_engine(self.settings.catalog_url)
-        try:
-            ensure_schema(self.engine)
-        except BaseException:
-            self.engine.dispose()
-            raise
-        self.sessions = session_factory(self.engine)
+        catalog = open_catalog(self.settings.catalog_url)
+        self.engine, self.sessions = catalog.engine, catalog.sessions
         self.store = open_store(self.settings.store_url)
         self.cache = Cache(self.settings.cache_dir)
         self.caller = operator(actor or f"local:{getpass.getuser()}")
@@ -80,25 +76,15 @@ class EmbeddedRegistry:
         with refusals_recorded(
             self.sessions, actor=self.caller.actor, action="publish", target=target
         ):
-            service.check_target(self.store, target)
-            if alias is not None:
-                validate_alias(alias)
-            with self.sessions() as session:
-                mark = watermark(session)
-            staged = service.stage_folder(
+            return publishing.publish_folder(
+                self.sessions,
                 self.store,
                 Path(folder),
+                target=target,
+                alias=alias,
+                caller=self.caller,
                 max_weights_bytes=self.settings.max_weights_bytes,
-                mark=mark,
             )
-            with self.sessions() as session:
-                staged = service.release(
-                    session, self.store, staged, target=target, caller=self.caller
-                )
-            with transaction(self.sessions) as session:
-                return service.publish(
-                    session, staged, target=target, alias=alias, caller=self.caller
-                )
 
     def resolve(self, spec: str) -> Resolution:
         """The exact version and digest that ``spec`` selects now."""
@@ -134,28 +120,9 @@ class EmbeddedRegistry:
         with self.sessions() as session:
             return queries.adapter_detail(session, ref)
 
-    def search(
-        self,
-        text: str | None = None,
-        *,
-        base_model: str | None = None,
-        target: str | None = None,
-        rank: int | None = None,
-        namespace: str | None = None,
-        limit: int = 50,
-        cursor: str | None = None,
-    ) -> Page[AdapterSummary]:
+    def search(self, filters: SearchQuery | None = None) -> Page[AdapterSummary]:
         with self.sessions() as session:
-            return queries.search(
-                session,
-                text=text,
-                base_model=base_model,
-                target=target,
-                rank=rank,
-                namespace=namespace,
-                limit=limit,
-                cursor=cursor,
-            )
+            return queries.search(session, filters)
 
     def set_alias(
         self, ref: str, alias: str, version: str, *, protect: bool | None = None
@@ -225,6 +192,10 @@ class EmbeddedRegistry:
                 folders=True,
                 max_weights_bytes=self.settings.max_weights_bytes,
             )
+
+    def collect_garbage(self, *, grace: timedelta, dry_run: bool = False) -> Collection:
+        """Delete blobs no version references once older than ``grace`` (``stance gc``)."""
+        return collect_garbage(self.sessions, self.store, grace=grace, dry_run=dry_run)
 
     def similar(self, spec: str, *, limit: int = 10) -> list[SimilarAdapter]:
         """Published adapters on the same base model, most similar update first."""

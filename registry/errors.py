@@ -9,7 +9,9 @@
     ├── Forbidden                      forbidden       a valid caller without the right scope
     ├── Unauthorized                   unauthorized    no caller, or an unknown one
     ├── Unreachable(ConnectionError)   unreachable     the registry or a store cannot be reached
-    └── RateLimited                    rate_limited    too many failed authentications
+    ├── RateLimited                    rate_limited    too many failed authentications
+    ├── TooLarge(ValueError)           too_large       a body or blob over its size limit
+    └── RangeNotSatisfiable            range_not_satisfiable   a byte range outside the blob
 
 Every edge maps these in one place: the HTTP API to a status and ``{"code", "message"}``, the
 HTTP client back to the same class, the CLI to exit 1 and one ``error:`` line.
@@ -64,6 +66,18 @@ class RateLimited(RegistryError):
     code = "rate_limited"
 
 
+class TooLarge(RegistryError, ValueError):
+    code = "too_large"
+
+
+class RangeNotSatisfiable(RegistryError):
+    code = "range_not_satisfiable"
+
+    def __init__(self, message: str, *, size: int) -> None:
+        super().__init__(message)
+        self.size = size
+
+
 ERRORS_BY_CODE: dict[str, type[RegistryError]] = {
     cls.code: cls
     for cls in (
@@ -77,5 +91,7 @@ ERRORS_BY_CODE: dict[str, type[RegistryError]] = {
         Unauthorized,
         Unreachable,
         RateLimited,
+        TooLarge,
+        RangeNotSatisfiable,
     )
 }

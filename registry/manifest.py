@@ -20,13 +20,32 @@ def digest_bytes(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
-def digest_stream(stream: BinaryIO) -> tuple[str, int]:
-    """``(sha256:<hex>, size)`` of everything left in ``stream``, read in chunks."""
-    hasher, size = hashlib.sha256(), 0
+class StreamDigest:
+    """SHA-256 and byte count of bytes as they pass: the one place a stream is hashed."""
+
+    __slots__ = ("_hasher", "size")
+
+    def __init__(self) -> None:
+        self._hasher = hashlib.sha256()
+        self.size = 0
+
+    def update(self, chunk: bytes) -> None:
+        self._hasher.update(chunk)
+        self.size += len(chunk)
+
+    @property
+    def digest(self) -> str:
+        return "sha256:" + self._hasher.hexdigest()
+
+
+def digest_stream(stream: BinaryIO, *, out: BinaryIO | None = None) -> tuple[str, int]:
+    """``(sha256:<hex>, size)`` of everything left in ``stream``, copied to ``out`` if given."""
+    digest = StreamDigest()
     while chunk := stream.read(CHUNK):
-        hasher.update(chunk)
-        size += len(chunk)
-    return "sha256:" + hasher.hexdigest(), size
+        digest.update(chunk)
+        if out is not None:
+            out.write(chunk)
+    return digest.digest, digest.size
 
 
 def digest_file(path: Path) -> tuple[str, int]:

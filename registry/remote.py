@@ -12,7 +12,7 @@ import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, BinaryIO, Protocol, cast
+from typing import Any, BinaryIO, Protocol
 from urllib.parse import quote
 
 import httpx
@@ -23,8 +23,8 @@ from tenacity import (
     wait_exponential,
 )
 
-from registry.catalog.analysis import Diff, SimilarAdapter, compare, read_folder
-from registry.errors import ERRORS_BY_CODE, RegistryError, Unreachable
+from registry.errors import ERRORS_BY_CODE, RegistryError
+from registry.lora.compare import Diff, compare, read_folder
 from registry.lora.inspection import check_dir
 from registry.manifest import CHUNK, FileEntry, manifest_of
 from registry.schemas import (
@@ -35,12 +35,15 @@ from registry.schemas import (
     Page,
     PublishResult,
     Resolution,
+    SearchQuery,
+    SimilarAdapter,
     VersionDetail,
     VersionRef,
 )
 from registry.settings import Settings
 from registry.spec import parse_publish_target, parse_ref, parse_spec, validate_alias
 from registry.transfer.cache import Cache
+from registry.transfer.http import open_stream, transport_errors
 
 
 class TransferProgress(Protocol):
@@ -75,72 +78,6 @@ def _raise_for_error(response: httpx.Response) -> None:
     """Turn an error response back into the domain error the server raised."""
     if response.status_code >= 400:
         raise _error_of(response)
-
-
-class _Body:
-    """A streamed response body as a read-only binary file (what the cache reads from)."""
-
-    def __init__(self, response: httpx.Response) -> None:
-        self._response = response
-        self._chunks = response.iter_bytes(CHUNK)
-        self._buffer = b""
-
-    def read(self, size: int = -1) -> bytes:
-        while size < 0 or len(self._buffer) < size:
-            try:
-                chunk = next(self._chunks, None)
-            except httpx.HTTPError as exc:  # cut short, or more/less than Content-Length
-                raise Unreachable(f"download from {self._response.url} broke off: {exc}") from exc
-            if chunk is None:
-                break
-            self._buffer += chunk
-        if size < 0:
-            data, self._buffer = self._buffer, b""
-        else:
-            data, self._buffer = self._buffer[:size], self._buffer[size:]
-        return data
-
-    @property
-    def closed(self) -> bool:
-        return self._response.is_closed
-
-    def close(self) -> None:
-        self._response.close()
-
-    def __enter__(self) -> _Body:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
-
-def open_stream(
-    http: httpx.Client,
-    url: str,
-    *,
-    start: int = 0,
-    headers: dict[str, str] | None = None,
-    unreachable: str,
-    fail: Callable[[httpx.Response], RegistryError],
-) -> BinaryIO:
-    """A streamed GET of ``url`` from byte ``start`` (an HTTP Range), as a read-only file.
-
-    ``fail`` turns an error response (read and closed) into the error to raise; a server that
-    ignores the Range is skipped ahead, so the caller always gets bytes from ``start`` on.
-    """
-    wanted = {**(headers or {}), **({"Range": f"bytes={start}-"} if start else {})}
-    try:
-        response = http.send(http.build_request("GET", url, headers=wanted), stream=True)
-    except httpx.TransportError as exc:
-        raise Unreachable(f"{unreachable} ({exc})") from exc
-    if response.status_code >= 400:
-        response.read()
-        response.close()
-        raise fail(response)
-    body = _Body(response)
-    if start and response.status_code == 200:
-        body.read(start)
-    return cast(BinaryIO, body)
 
 
 class RemoteRegistry:
@@ -196,11 +133,10 @@ class RemoteRegistry:
             reraise=True,
         )
         try:
-            response = retrying(attempt)
+            with transport_errors(f"cannot reach the registry at {self.url}"):
+                response = retrying(attempt)
         except _ServerError as exc:
             response = exc.response
-        except httpx.TransportError as exc:
-            raise Unreachable(f"cannot reach the registry at {self.url}: {exc}") from exc
         if not (absent_ok and response.status_code == 404):
             _raise_for_error(response)
         return response
@@ -329,29 +265,8 @@ class RemoteRegistry:
         namespace, name = parse_ref(ref)
         return AdapterDetail(**self._json("GET", f"/v1/adapters/{namespace}/{name}"))
 
-    def search(
-        self,
-        text: str | None = None,
-        *,
-        base_model: str | None = None,
-        target: str | None = None,
-        rank: int | None = None,
-        namespace: str | None = None,
-        limit: int = 50,
-        cursor: str | None = None,
-    ) -> Page[AdapterSummary]:
-        params = {
-            "q": text,
-            "base_model": base_model,
-            "target": target,
-            "rank": rank,
-            "namespace": namespace,
-            "limit": limit,
-            "cursor": cursor,
-        }
-        body = self._json(
-            "GET", "/v1/adapters", params={k: v for k, v in params.items() if v is not None}
-        )
+    def search(self, filters: SearchQuery | None = None) -> Page[AdapterSummary]:
+        body = self._json("GET", "/v1/adapters", params=(filters or SearchQuery()).params())
         return Page[AdapterSummary](**body)
 
     def similar(self, spec: str, *, limit: int = 10) -> list[SimilarAdapter]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Generic, TypeVar
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from registry.manifest import FileEntry
 
@@ -117,3 +117,62 @@ class AuditEntry(BaseModel):
     target: str
     outcome: str
     detail: dict[str, Any]
+
+
+class SimilarAdapter(BaseModel):
+    """A neighbour of a version: the exact cosine of the updates, and the sketch's estimate."""
+
+    namespace: str
+    name: str
+    version: str
+    cosine: float
+    sketch_cosine: float
+
+
+class SearchQuery(BaseModel):
+    """The search filters, spelled once for every caller (Python, CLI, HTTP, pages).
+
+    Over HTTP the text is ``q``; an empty form field means "no filter", as on the pages.
+    """
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    text: str | None = Field(default=None, alias="q", max_length=64, description="text in the name")
+    base_model: str | None = Field(default=None, max_length=256, description="exact base model id")
+    target: str | None = Field(default=None, max_length=128, description="e.g. q_proj")
+    rank: int | None = Field(default=None, ge=1, le=65536, description="LoRA rank r")
+    namespace: str | None = Field(default=None, max_length=64)
+    cursor: str | None = Field(default=None, max_length=512, description="next_cursor of a page")
+    limit: int = Field(default=50, ge=1, le=100)
+
+    @field_validator("text", "base_model", "target", "rank", "namespace", "cursor", mode="before")
+    @classmethod
+    def _blank_is_none(cls, value: Any) -> Any:
+        return None if value == "" else value
+
+    def params(self) -> dict[str, Any]:
+        """The query string that asks a server the same thing."""
+        return self.model_dump(by_alias=True, exclude_none=True)
+
+
+class VersionCreate(BaseModel):
+    """Commit a version whose blobs were uploaded with ``PUT /v1/blobs/{digest}``."""
+
+    version: str = Field(examples=["1.2.0"])
+    files: list[FileEntry]
+    alias: str | None = None
+
+
+class AliasUpdate(BaseModel):
+    version: str = Field(examples=["1.2.0"])
+    protected: bool | None = Field(default=None, description="admin only; None leaves it")
+
+
+class YankRequest(BaseModel):
+    reason: str | None = Field(default=None, max_length=2000)
+
+
+class Health(BaseModel):
+    status: str
+    catalog_revision: str | None
+    store: str

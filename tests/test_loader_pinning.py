@@ -26,7 +26,7 @@ def pinned(tmp_path: Path, adapters: dict[str, Path]) -> tuple[Path, Settings]:
     with EmbeddedRegistry(Settings(home=home)) as registry:
         registry.publish(adapters["curious"], "curious@1.0.0")
         registry.publish(adapters["confident"], "team-a/confident@2.0.0", alias="prod")
-        locked = lock(registry, {"default/curious": "^1", "team-a/confident": "prod"})
+        locked = lock(registry.resolve, {"default/curious": "^1", "team-a/confident": "prod"})
         client = Settings(home=tmp_path / "service")
         from registry.transfer.cache import Cache
 

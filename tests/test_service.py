@@ -15,6 +15,7 @@ from registry.catalog.gc import watermark
 from registry.catalog.models import AdapterTarget, AliasEvent, AuditEvent, Blob, Version
 from registry.errors import Conflict, InvalidAdapter, InvalidSpec, NotFound
 from registry.manifest import Manifest
+from registry.schemas import SearchQuery
 from registry.stores.local import LocalStore
 from tests.factories import TINY_BASE, make_adapter
 
@@ -208,19 +209,23 @@ def test_search_filters_and_pages(
         "default/curious-uncertainty",
         "team-a/engaged-difficulty",
     ]
-    assert names(queries.search(session, text="CURIOUS")) == ["default/curious-uncertainty"]
-    assert names(queries.search(session, rank=4)) == ["team-a/engaged-difficulty"]
-    assert names(queries.search(session, namespace="team-a")) == ["team-a/engaged-difficulty"]
-    assert names(queries.search(session, target="q_proj", base_model="nope")) == []
-    assert len(queries.search(session, target="v_proj").items) == 3
-    first = queries.search(session, limit=2)
+    assert names(queries.search(session, SearchQuery(text="CURIOUS"))) == [
+        "default/curious-uncertainty"
+    ]
+    assert names(queries.search(session, SearchQuery(rank=4))) == ["team-a/engaged-difficulty"]
+    assert names(queries.search(session, SearchQuery(namespace="team-a"))) == [
+        "team-a/engaged-difficulty"
+    ]
+    assert names(queries.search(session, SearchQuery(target="q_proj", base_model="nope"))) == []
+    assert len(queries.search(session, SearchQuery(target="v_proj")).items) == 3
+    first = queries.search(session, SearchQuery(limit=2))
     assert len(first.items) == 2 and first.next_cursor
-    rest = queries.search(session, limit=2, cursor=first.next_cursor)
+    rest = queries.search(session, SearchQuery(limit=2, cursor=first.next_cursor))
     assert names(rest) == ["team-a/engaged-difficulty"] and rest.next_cursor is None
-    summary = queries.search(session, text="engaged").items[0]
+    summary = queries.search(session, SearchQuery(text="engaged")).items[0]
     assert (summary.latest, summary.r, summary.versions) == ("0.1.0", 4, 1)
     with pytest.raises(InvalidSpec, match="invalid cursor"):
-        queries.search(session, cursor="!!")
+        queries.search(session, SearchQuery(cursor="!!"))
 
 
 def test_target_filters_follow_the_latest_release(
@@ -231,7 +236,7 @@ def test_target_filters_follow_the_latest_release(
     pub(session, store, other, "role@1.1.0")
 
     def found(**filters: Any) -> bool:
-        return [a.name for a in queries.search(session, **filters).items] == ["role"]
+        return [a.name for a in queries.search(session, SearchQuery(**filters)).items] == ["role"]
 
     newest = dict(target="k_proj", rank=4, base_model="org/other")
     oldest = dict(target="q_proj", rank=8, base_model=TINY_BASE)

@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from registry.api import blobs, errors, metrics, pages, routes
 from registry.api.auth import FailedAuthLimiter
 from registry.api.deps import AppState
-from registry.catalog.db import ensure_schema, make_engine, session_factory
+from registry.catalog.db import open_catalog
 from registry.settings import Settings
 from registry.stores import open_store
 
@@ -18,13 +18,12 @@ from registry.stores import open_store
 def create_app(settings: Settings | None = None) -> FastAPI:
     """The API and pages over the catalog and store that ``settings`` name."""
     settings = settings or Settings()
-    engine = make_engine(settings.catalog_url)
-    ensure_schema(engine)
+    catalog = open_catalog(settings.catalog_url)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         yield
-        engine.dispose()
+        catalog.close()
 
     app = FastAPI(
         lifespan=lifespan,
@@ -33,7 +32,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description="Registry for LoRA adapters: publish, discover, pin and fetch versions.",
     )
     app.state.registry = AppState(
-        settings, engine, session_factory(engine), open_store(settings.store_url)
+        settings, catalog.engine, catalog.sessions, open_store(settings.store_url)
     )
     app.state.auth_limiter = FailedAuthLimiter()
     errors.install(app)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import re
 import tempfile
 from collections.abc import Iterator
@@ -10,16 +9,14 @@ from typing import Annotated, BinaryIO
 
 from fastapi import APIRouter, Header, Request, Response
 from fastapi.responses import StreamingResponse
-from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 
 from registry.access import Scope
 from registry.api.auth import Reader, Writer
 from registry.api.deps import SessionDep, StateDep
-from registry.api.errors import error_response
-from registry.catalog.models import Blob
-from registry.errors import IntegrityError, NotFound
-from registry.manifest import CHUNK
+from registry.catalog import queries
+from registry.errors import IntegrityError, RangeNotSatisfiable, TooLarge
+from registry.manifest import CHUNK, StreamDigest
 from registry.spec import validate_digest
 
 router = APIRouter(prefix="/v1/blobs", tags=["blobs"])
@@ -27,15 +24,6 @@ IMMUTABLE = "public, max-age=31536000, immutable"
 _RANGE = re.compile(r"bytes=(\d*)-(\d*)")
 # Request bodies above this go to disk while they are hashed.
 SPOOL = 8 * 1024 * 1024
-
-
-def _size(session: SessionDep, digest: str) -> int:
-    """Only blobs that a published version references are served: no free file hosting."""
-    validate_digest(digest)
-    size = session.scalar(select(Blob.size).where(Blob.digest == digest))
-    if size is None:
-        raise NotFound(f"no blob {digest}")
-    return size
 
 
 def _headers(digest: str, size: int) -> dict[str, str]:
@@ -60,13 +48,8 @@ def _range(header: str | None, size: int) -> tuple[int, int] | None:
     else:
         start, end = int(first), min(int(last), size - 1) if last else size - 1
     if start >= size or start > end:
-        raise _Unsatisfiable(size)
+        raise RangeNotSatisfiable(f"blob has {size} bytes", size=size)
     return start, end
-
-
-class _Unsatisfiable(Exception):
-    def __init__(self, size: int) -> None:
-        self.size = size
 
 
 def _stream(source: BinaryIO, start: int, length: int) -> Iterator[bytes]:
@@ -86,7 +69,7 @@ def _stream(source: BinaryIO, start: int, length: int) -> Iterator[bytes]:
 
 @router.head("/{digest}")
 def head_blob(_: Reader, session: SessionDep, digest: str) -> Response:
-    size = _size(session, digest)
+    size = queries.blob_size(session, digest)
     return Response(status_code=200, headers=_headers(digest, size))
 
 
@@ -104,17 +87,12 @@ def get_blob(
     if_none_match: Annotated[str | None, Header()] = None,
 ) -> Response:
     """The blob's bytes; ETag is the digest, so caches may keep it forever."""
-    size = _size(session, digest)
+    size = queries.blob_size(session, digest)
     headers = _headers(digest, size)
     if if_none_match and digest in {t.strip().strip('"') for t in if_none_match.split(",")}:
         headers.pop("Content-Length")
         return Response(status_code=304, headers=headers)
-    try:
-        span = _range(range_, size)
-    except _Unsatisfiable as exc:
-        response = error_response(416, "range_not_satisfiable", f"blob has {exc.size} bytes")
-        response.headers["Content-Range"] = f"bytes */{exc.size}"
-        return response
+    span = _range(range_, size)
     source = app.store.open(digest)
     if span is None:
         return StreamingResponse(
@@ -144,18 +122,17 @@ async def put_blob(app: StateDep, who: Writer, digest: str, request: Request) ->
     limit = app.settings.max_weights_bytes + 1024 * 1024
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
-        return error_response(413, "too_large", f"blobs are limited to {limit} bytes")
+        raise TooLarge(f"blobs are limited to {limit} bytes")
     if await run_in_threadpool(app.store.exists, digest):
         return Response(status_code=200, headers={"ETag": f'"{digest}"'})
     with tempfile.SpooledTemporaryFile(max_size=SPOOL) as spool:
-        hasher, size = hashlib.sha256(), 0
+        seen = StreamDigest()
         async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                return error_response(413, "too_large", f"blobs are limited to {limit} bytes")
-            hasher.update(chunk)
+            seen.update(chunk)
+            if seen.size > limit:
+                raise TooLarge(f"blobs are limited to {limit} bytes")
             spool.write(chunk)
-        actual = "sha256:" + hasher.hexdigest()
+        actual = seen.digest
         if actual != digest:
             raise IntegrityError(f"uploaded bytes hash to {actual}, not {digest}")
         spool.seek(0)

@@ -14,8 +14,10 @@ from registry.errors import (
     InvalidAdapter,
     InvalidSpec,
     NotFound,
+    RangeNotSatisfiable,
     RateLimited,
     RegistryError,
+    TooLarge,
     Unauthorized,
     Unreachable,
 )
@@ -30,6 +32,8 @@ STATUS: dict[type[RegistryError], int] = {
     InvalidAdapter: 422,
     Unreachable: 503,
     RateLimited: 429,
+    TooLarge: 413,
+    RangeNotSatisfiable: 416,
 }
 
 
@@ -49,7 +53,10 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(RegistryError)
     async def _registry_error(_: Request, exc: RegistryError) -> JSONResponse:
-        return error_response(status_of(exc), exc.code, exc.message)
+        response = error_response(status_of(exc), exc.code, exc.message)
+        if isinstance(exc, RangeNotSatisfiable):
+            response.headers["Content-Range"] = f"bytes */{exc.size}"
+        return response
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:

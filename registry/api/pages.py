@@ -14,6 +14,7 @@ from registry.api import svg
 from registry.api.auth import require_read
 from registry.api.deps import SessionDep
 from registry.catalog import queries
+from registry.schemas import SearchQuery
 
 templates = Jinja2Templates(directory=Path(__file__).parent / "templates")
 router = APIRouter(
@@ -28,32 +29,11 @@ templates.env.filters["size"] = decimal  # the CLI prints sizes the same way
 
 @router.get("/")
 def search_page(
-    request: Request,
-    session: SessionDep,
-    q: Annotated[str | None, Query(max_length=64)] = None,
-    base_model: Annotated[str | None, Query(max_length=256)] = None,
-    target: Annotated[str | None, Query(max_length=128)] = None,
-    rank: Annotated[str | None, Query(max_length=6)] = None,
-    namespace: Annotated[str | None, Query(max_length=64)] = None,
-    cursor: Annotated[str | None, Query(max_length=512)] = None,
+    request: Request, session: SessionDep, filters: Annotated[SearchQuery, Query()]
 ) -> HTMLResponse:
-    filters = {
-        "q": q or "",
-        "base_model": base_model or "",
-        "target": target or "",
-        "rank": rank or "",
-        "namespace": namespace or "",
-    }
-    page = queries.search(
-        session,
-        text=q or None,
-        base_model=base_model or None,
-        target=target or None,
-        rank=int(rank) if rank and rank.isdigit() else None,
-        namespace=namespace or None,
-        cursor=cursor or None,
-    )
-    return templates.TemplateResponse(request, "search.html", {"page": page, "filters": filters})
+    page = queries.search(session, filters)
+    shown = {k: v for k, v in filters.params().items() if k not in ("cursor", "limit")}
+    return templates.TemplateResponse(request, "search.html", {"page": page, "filters": shown})
 
 
 @router.get("/adapters/{namespace}/{name}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from functools import partial
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Response
@@ -11,23 +12,27 @@ from starlette.concurrency import run_in_threadpool
 from registry.access import Scope
 from registry.api.auth import Reader, Writer, WriteSessionDep
 from registry.api.deps import AppState, SessionDep, StateDep
-from registry.api.schemas import AliasUpdate, Health, VersionCreate, YankRequest
-from registry.catalog import analysis, queries, service
-from registry.catalog.analysis import Diff, SimilarAdapter
-from registry.catalog.db import current_revision, transaction
-from registry.catalog.gc import watermark
+from registry.catalog import analysis, publishing, queries, service
+from registry.catalog.db import current_revision
+from registry.lora.compare import Diff
 from registry.manifest import Manifest
 from registry.schemas import (
     AdapterDetail,
     AdapterSummary,
     AliasInfo,
     AliasMove,
+    AliasUpdate,
     AuditEntry,
+    Health,
     Page,
     PublishResult,
     Resolution,
+    SearchQuery,
+    SimilarAdapter,
+    VersionCreate,
     VersionDetail,
     VersionRef,
+    YankRequest,
 )
 
 router = APIRouter(prefix="/v1")
@@ -43,27 +48,10 @@ def health(app: StateDep, session: SessionDep) -> Health:
 
 @router.get("/adapters", response_model=Page[AdapterSummary], tags=["discover"])
 def list_adapters(
-    _: Reader,
-    session: SessionDep,
-    q: Annotated[str | None, Query(max_length=64, description="text in the name")] = None,
-    base_model: Annotated[str | None, Query(max_length=256)] = None,
-    target: Annotated[str | None, Query(max_length=128, description="e.g. q_proj")] = None,
-    rank: Annotated[int | None, Query(ge=1, le=65536)] = None,
-    namespace: Annotated[str | None, Query(max_length=64)] = None,
-    cursor: Annotated[str | None, Query(max_length=512)] = None,
-    limit: Annotated[int, Query(ge=1, le=100)] = 50,
+    _: Reader, session: SessionDep, filters: Annotated[SearchQuery, Query()]
 ) -> Page[AdapterSummary]:
     """Search adapters; ``next_cursor`` pages through the rest."""
-    return queries.search(
-        session,
-        text=q,
-        base_model=base_model,
-        target=target,
-        rank=rank,
-        namespace=namespace,
-        limit=limit,
-        cursor=cursor,
-    )
+    return queries.search(session, filters)
 
 
 @router.get("/adapters/{namespace}/{name}", response_model=AdapterDetail, tags=["discover"])
@@ -130,26 +118,18 @@ async def commit_version(
     response: Response,
 ) -> PublishResult:
     """Commit a version whose blobs exist; its files are inspected here, never trusted."""
-    target = f"{namespace}/{name}@{body.version}"
-    who.authorize(Scope.PUBLISH, namespace)  # before any work on the blobs
-    manifest = Manifest.of(body.files)
-
-    def stage() -> service.Staged:
-        with app.sessions() as session:
-            mark = watermark(session)  # before the store is checked for the blobs
-        return service.stage_manifest(
-            app.store, manifest, max_weights_bytes=app.settings.max_weights_bytes, mark=mark
+    result = await run_in_threadpool(
+        partial(
+            publishing.publish_manifest,
+            app.sessions,
+            app.store,
+            Manifest.of(body.files),
+            target=f"{namespace}/{name}@{body.version}",
+            alias=body.alias,
+            caller=who,
+            max_weights_bytes=app.settings.max_weights_bytes,
         )
-
-    staged = await run_in_threadpool(stage)
-
-    def record() -> PublishResult:
-        with app.sessions() as session:
-            released = service.release(session, app.store, staged, target=target, caller=who)
-        with transaction(app.sessions) as session:
-            return service.publish(session, released, target=target, alias=body.alias, caller=who)
-
-    result = await run_in_threadpool(record)
+    )
     if not result.created:
         response.status_code = 200
     return result

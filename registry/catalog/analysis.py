@@ -5,42 +5,16 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from pydantic import BaseModel
 from sqlalchemy.orm import Session
 
 from registry.catalog import queries
-from registry.lora.fingerprint import Similarity, similarity
-from registry.lora.inspection import CONFIG, LoraModule, read_config, read_modules
+from registry.lora.compare import Diff, Side, compare, read_folder
+from registry.lora.fingerprint import similarity
+from registry.schemas import SimilarAdapter
 from registry.stores import Store, copy_verified
 
 # Exact re-scoring reads each candidate's weights; the sketch pass narrows them to this many.
 RESCORE = 2
-
-
-class Diff(Similarity):
-    """``stance diff``: the exact cosine of two updates, per module, and what each side is."""
-
-    x: str
-    y: str
-    base_models: list[str | None]
-    warnings: list[str] = []
-
-
-class SimilarAdapter(BaseModel):
-    namespace: str
-    name: str
-    version: str
-    cosine: float
-    sketch_cosine: float
-
-
-Side = tuple[str | None, list[LoraModule]]  # (base model id, modules)
-
-
-def read_folder(folder: Path, *, max_weights_bytes: int) -> Side:
-    """Base model and validated modules of an adapter folder."""
-    modules = read_modules(folder, max_weights_bytes=max_weights_bytes)
-    return read_config(folder / CONFIG).get("base_model_name_or_path"), modules
 
 
 def load_spec(session: Session, store: Store, spec: str, *, max_weights_bytes: int) -> Side:
@@ -49,16 +23,6 @@ def load_spec(session: Session, store: Store, spec: str, *, max_weights_bytes: i
     with tempfile.TemporaryDirectory(prefix="stance-load-") as tmp:
         copy_verified(store, resolution.files, Path(tmp))
         return read_folder(Path(tmp), max_weights_bytes=max_weights_bytes)
-
-
-def compare(x: str, left: Side, y: str, right: Side) -> Diff:
-    """The exact diff of two loaded adapters, warning when their base models differ."""
-    bases = [left[0], right[0]]
-    warnings = []
-    if bases[0] != bases[1]:
-        warnings.append(f"different base models ({bases[0]} vs {bases[1]}): compare with care")
-    result = similarity(left[1], right[1])
-    return Diff(**result.model_dump(), x=x, y=y, base_models=bases, warnings=warnings)
 
 
 def diff(

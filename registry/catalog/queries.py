@@ -18,6 +18,7 @@ from registry.catalog.models import (
     Alias,
     AliasEvent,
     AuditEvent,
+    Blob,
     Namespace,
     Version,
 )
@@ -32,10 +33,11 @@ from registry.schemas import (
     AuditEntry,
     Page,
     Resolution,
+    SearchQuery,
     VersionDetail,
     VersionSummary,
 )
-from registry.spec import SelectorKind, Spec, parse_ref, parse_spec
+from registry.spec import SelectorKind, Spec, parse_ref, parse_spec, validate_digest
 from registry.spec import select as select_range
 
 MAX_PAGE = 100
@@ -299,19 +301,16 @@ def _decode_cursor(cursor: str) -> tuple[str, str]:
         raise InvalidSpec(f"invalid cursor {cursor!r}") from None
 
 
-def search(
-    session: Session,
-    *,
-    text: str | None = None,
-    base_model: str | None = None,
-    target: str | None = None,
-    rank: int | None = None,
-    namespace: str | None = None,
-    limit: int = 50,
-    cursor: str | None = None,
-) -> Page[AdapterSummary]:
-    """Adapters whose name matches ``text`` and that have a version matching every filter."""
-    limit = max(1, min(limit, MAX_PAGE))
+def search(session: Session, filters: SearchQuery | None = None) -> Page[AdapterSummary]:
+    """Adapters whose name matches the text and whose latest release matches every filter."""
+    filters = filters or SearchQuery()
+    text, base_model, target, rank = (
+        filters.text,
+        filters.base_model,
+        filters.target,
+        filters.rank,
+    )
+    namespace, cursor, limit = filters.namespace, filters.cursor, min(filters.limit, MAX_PAGE)
     query = select(
         Adapter.id,
         Namespace.name,
@@ -458,3 +457,12 @@ def audit_log(
     if action:
         query = query.where(AuditEvent.action == action)
     return [AuditEntry.model_validate(row, from_attributes=True) for row in session.scalars(query)]
+
+
+def blob_size(session: Session, digest: str) -> int:
+    """The size of a blob that a published version references; only those are ever served."""
+    validate_digest(digest)
+    size = session.scalar(select(Blob.size).where(Blob.digest == digest))
+    if size is None:
+        raise NotFound(f"no blob {digest}")
+    return size

@@ -33,7 +33,8 @@ from registry.catalog.models import (
 )
 from registry.catalog.queries import find_adapter, find_version, latest_release
 from registry.errors import Conflict, Forbidden, InvalidAdapter, InvalidSpec, NotFound
-from registry.lora.inspection import CARD, CONFIG, WEIGHTS, AdapterInfo, inspect_dir
+from registry.lora.format import CARD, CONFIG, WEIGHTS
+from registry.lora.inspection import AdapterInfo, inspect_dir
 from registry.lora.sketch import Sketch
 from registry.manifest import Manifest, manifest_of
 from registry.schemas import PublishResult, VersionRef

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from registry.errors import InvalidAdapter
-from registry.lora.inspection import CONFIG, WEIGHTS, _scaling, read_config
+from registry.lora.format import CONFIG, WEIGHTS, read_config, scaling
 
 _DTYPES = {
     "F16": torch.float16,
@@ -200,7 +200,7 @@ def _module_plan(
             f"({a.shape[1]} -> {b.shape[0]})"
         )
     # rank_pattern / alpha_pattern / rsLoRA: the same rule the registry records at publish.
-    return ModulePlan(path, module, dims[0], dims[1], a, b, _scaling(config, path, a.shape[0]))
+    return ModulePlan(path, module, dims[0], dims[1], a, b, scaling(config, path, a.shape[0]))
 
 
 def plan_adapter(
@@ -219,3 +219,15 @@ def plan_adapter(
     pairs, size = _pairs(folder / WEIGHTS, label)
     plans = [_module_plan(path, refs, modules, config, label) for path, refs in pairs.items()]
     return AdapterPlan(folder / WEIGHTS, size, plans)
+
+
+def model_dtype(model: nn.Module) -> torch.dtype:
+    """The floating dtype a model computes in (its ``dtype``, else its first float parameter)."""
+    dtype = getattr(model, "dtype", None)
+    if isinstance(dtype, torch.dtype) and dtype.is_floating_point:
+        return dtype
+    return next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
+
+
+def model_device(model: nn.Module) -> torch.device:
+    return next((p.device for p in model.parameters()), torch.device("cpu"))

@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 
-from registry.loader.adapter import ModulePlan, TensorRef
+from registry.errors import IntegrityError
+from registry.loader.adapter import AdapterPlan, ModulePlan, TensorRef
 from registry.loader.sites import Site, copy_into, zero
 
 _generations = itertools.count()  # unique across arenas: a cached layout never matches anew
@@ -116,3 +118,54 @@ class Arena:
             site.bind(a, b)
         self.slots, self.offsets, self.data = slots, offsets, data
         self.generation = next(_generations)
+
+
+class Staging:
+    """One reusable host buffer that adapter files are read into, page-locked for GPU copies."""
+
+    def __init__(self, *, pin: bool) -> None:
+        self.pin = pin
+        self._buffer: torch.Tensor | None = None
+
+    def clear(self) -> None:
+        self._buffer = None
+
+    def read(self, path: Path, size: int) -> tuple[torch.Tensor, bool]:
+        """The whole file as the buffer's first ``size`` bytes, and whether the buffer grew."""
+        buffer, grown = self._buffer, False
+        if buffer is None or buffer.numel() < size:
+            buffer = self._buffer = torch.empty(size, dtype=torch.uint8, pin_memory=self.pin)
+            grown = True
+        data = buffer[:size]
+        view = data.numpy().data
+        with path.open("rb", buffering=0) as fh:
+            done = 0
+            while done < size:
+                got = fh.readinto(view[done:])
+                if not got:
+                    raise IntegrityError(f"{path}: file ended after {done} of {size} bytes")
+                done += got
+        return data, grown
+
+
+@dataclass
+class Planned:
+    """A checked copy plan; once arranged, its sites and the copies into its arenas (valid
+    while their generations hold), and the copies' sources as views of the staging buffer
+    (each read refills the buffer; making 120 views cost as much as copying a small adapter)."""
+
+    plan: AdapterPlan
+    sites: list[Site] = field(default_factory=list)
+    copies: list[tuple[Arena, int, list[Copy]]] | None = None
+    views: list[list[torch.Tensor]] | None = None
+
+    def sources(self, data: torch.Tensor) -> list[list[torch.Tensor]]:
+        """Each copy's source as a view of ``data``, the staging buffer."""
+        if self.views is not None:
+            return self.views
+        copies = [copies for _, _, copies in self.copies or []]
+        views = [[copy.source.view(data) for copy in each] for each in copies]
+        sources = [copy.source for each in copies for copy in each]
+        if all(ref.start % ref.dtype.itemsize == 0 for ref in sources):
+            self.views = views  # a misaligned tensor is a copy: such views are taken anew
+        return views

@@ -16,12 +16,20 @@ from typing import Any, cast
 import torch
 from torch import nn
 
-from registry.errors import IntegrityError, NotFound, RegistryError
-from registry.loader.adapter import AdapterPlan, ModulePlan, model_id, plan_adapter
-from registry.loader.arena import Arena, Copy
+from registry.connect import Registry
+from registry.errors import NotFound, RegistryError
+from registry.interfaces import AdapterRegistry
+from registry.loader.adapter import (
+    ModulePlan,
+    model_device,
+    model_dtype,
+    model_id,
+    plan_adapter,
+)
+from registry.loader.arena import Arena, Copy, Planned, Staging
 from registry.loader.follow import Follower
 from registry.loader.sites import BASE, MIX, ONE, ROWS, Site, State
-from registry.loader.sources import Catalog, Source, lock_source, registry_source
+from registry.loader.sources import Source, lock_source, registry_source
 from registry.schemas import Resolution
 from registry.settings import Settings
 from registry.transfer.cache import Cache
@@ -39,18 +47,6 @@ class _Role:
     sites: list[Site] = field(default_factory=list)
 
 
-@dataclass
-class _Planned:
-    """A checked copy plan; once arranged, its sites and the copies into its arenas (valid
-    while their generations hold), and the copies' sources as views of the staging buffer
-    (each read refills the buffer; making 120 views cost as much as copying a small adapter)."""
-
-    plan: AdapterPlan
-    sites: list[Site] = field(default_factory=list)
-    copies: list[tuple[Arena, int, list[Copy]]] | None = None
-    views: list[list[torch.Tensor]] | None = None
-
-
 # Buffers made or changed under torch.inference_mode() would refuse later in-place updates
 # (and autograd) outside it; whatever mode the caller is in, RoleSet keeps normal tensors.
 _normal_tensors = torch.inference_mode(False)
@@ -62,17 +58,6 @@ def _default_name(resolution: Resolution) -> str:
     return f"{resolution.namespace}/{resolution.name}"
 
 
-def _model_dtype(model: nn.Module) -> torch.dtype:
-    dtype = getattr(model, "dtype", None)
-    if isinstance(dtype, torch.dtype) and dtype.is_floating_point:
-        return dtype
-    return next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
-
-
-def _model_device(model: nn.Module) -> torch.device:
-    return next((p.device for p in model.parameters()), torch.device("cpu"))
-
-
 class RoleSet:
     """Adapters made resident once on a model's device; switching writes one index.
 
@@ -82,7 +67,7 @@ class RoleSet:
     def __init__(
         self,
         model: nn.Module,
-        registry: Catalog | None = None,
+        registry: AdapterRegistry | None = None,
         lock: Lock | str | Path | None = None,
         device: torch.device | str | None = None,
         max_resident: int | None = None,
@@ -106,29 +91,27 @@ class RoleSet:
                 "RoleSet injects adapters itself: pass the base model, not a PEFT-wrapped one "
                 "(PeftModel.unload() returns it)"
             )
-        self._owned: Catalog | None = None
+        self._owned: AdapterRegistry | None = None
         self._source: Source
         if lock is not None:
             locked = lock if isinstance(lock, Lock) else read_lock(Path(lock))
-            cache = registry.transfer.cache if registry is not None else Cache(Settings().cache_dir)
+            cache = registry.cache if registry is not None else Cache(Settings().cache_dir)
             opener = registry.open_blob if registry is not None else None
             self._source = lock_source(locked, cache, opener)
         else:
             if registry is None:
-                from registry import Registry
-
                 registry = self._owned = Registry()
             self._source = registry_source(registry)
         self.registry = registry
         self.model = model
         self.max_resident = max_resident
-        self._plans: OrderedDict[tuple[str, bool], _Planned] = OrderedDict()
+        self._plans: OrderedDict[tuple[str, bool], Planned] = OrderedDict()
         self._updates: queue.SimpleQueue[tuple[str, Resolution, Path]] = queue.SimpleQueue()
         self._modules: dict[str, nn.Module] = dict(model.named_modules())
         self._model_id = model_id(model)
         self._device = torch.device(device) if device is not None else None
-        self._dtype = dtype or _model_dtype(model)
-        self._pin = (self._device or _model_device(model)).type == "cuda"
+        self._dtype = dtype or model_dtype(model)
+        self._pin = (self._device or model_device(model)).type == "cuda"
         self._state = State()
         self._sites: dict[str, Site] = {}
         self._arenas: dict[torch.device, Arena] = {}
@@ -136,7 +119,7 @@ class RoleSet:
         self._slots = 1 + (max_resident or 4)  # slot 0 is the base model: zeros everywhere
         self._free = list(range(self._slots - 1, 0, -1))
         self._active: str | dict[str, float] | None = None
-        self._staging: torch.Tensor | None = None
+        self._staging = Staging(pin=self._pin)
 
     def __repr__(self) -> str:
         return f"RoleSet(resident={list(self._roles)}, active={self._active!r})"
@@ -216,7 +199,7 @@ class RoleSet:
                 self.mix(self._active)
         return name
 
-    def _plan(self, resolution: Resolution, folder: Path, *, allow_base_mismatch: bool) -> _Planned:
+    def _plan(self, resolution: Resolution, folder: Path, *, allow_base_mismatch: bool) -> Planned:
         """The checked copy plan of a version; versions are immutable, so it is kept by digest
         (reloading an evicted role then costs little more than reading its bytes)."""
         key = (resolution.digest, allow_base_mismatch)
@@ -229,7 +212,7 @@ class RoleSet:
                 model=self._model_id,
                 allow_base_mismatch=allow_base_mismatch,
             )
-            planned = self._plans[key] = _Planned(plan)
+            planned = self._plans[key] = Planned(plan)
             while len(self._plans) > PLANS_KEPT:
                 self._plans.popitem(last=False)
         self._plans.move_to_end(key)
@@ -303,12 +286,12 @@ class RoleSet:
             raise RegistryError("follow needs a registry to watch, not only a lock file")
         role = self.load(spec, name)
         current = self._roles[role].resolution
-        registry = cast(Catalog, self.registry)
+        registry = cast(AdapterRegistry, self.registry)
         return Follower(
             spec,
             role,
             poll=poll,
-            prepare=lambda found: registry.transfer.cache.version(
+            prepare=lambda found: registry.cache.version(
                 found, registry.open_blob, resume=registry.open_blob
             ),
             deliver=lambda found, folder: self._updates.put((role, found, folder)),
@@ -367,7 +350,7 @@ class RoleSet:
         self._plans.clear()
         self._roles.clear()
         self._state.mode, self._active = BASE, None
-        self._staging = None
+        self._staging.clear()
 
     def _forget_views(self) -> None:
         """Views of a staging buffer that was replaced (it may hold older bytes)."""
@@ -430,7 +413,7 @@ class RoleSet:
             self._arenas[device] = arena
         return arena
 
-    def _arranged(self, planned: _Planned) -> list[tuple[Arena, int, list[Copy]]]:
+    def _arranged(self, planned: Planned) -> list[tuple[Arena, int, list[Copy]]]:
         """The copies filling a slot with the plan's weights, first making room in the arenas.
 
         Sites new to an arena are laid out in the file's order, so the adapters that share
@@ -455,15 +438,13 @@ class RoleSet:
         planned.views = None
         return copies
 
-    def _copy(self, planned: _Planned, role: _Role) -> None:
+    def _copy(self, planned: Planned, role: _Role) -> None:
         """Read the file once, then copy its runs of lora_A/lora_B straight into the slot."""
         plan = planned.plan
         try:
             arranged = self._arranged(planned)
             data = self._read(plan.weights, plan.size)
-            for (arena, _, copies), sources in zip(
-                arranged, self._views(planned, data), strict=True
-            ):
+            for (arena, _, copies), sources in zip(arranged, planned.sources(data), strict=True):
                 row = arena.data[role.slot]
                 for copy, source in zip(copies, sources, strict=True):
                     copy.into(row, source)
@@ -478,31 +459,10 @@ class RoleSet:
             self._release(role)
             raise
 
-    def _views(self, planned: _Planned, data: torch.Tensor) -> list[list[torch.Tensor]]:
-        """Each copy's source as a view of ``data``, the staging buffer."""
-        if planned.views is not None:
-            return planned.views
-        copies = [copies for _, _, copies in planned.copies or []]
-        views = [[copy.source.view(data) for copy in each] for each in copies]
-        sources = [copy.source for each in copies for copy in each]
-        if all(ref.start % ref.dtype.itemsize == 0 for ref in sources):
-            planned.views = views  # a misaligned tensor is a copy: such views are taken anew
-        return views
-
     def _read(self, path: Path, size: int) -> torch.Tensor:
-        """The whole file in one reusable host buffer, page-locked when the copies go to a GPU."""
-        if self._staging is None or self._staging.numel() < size:
-            self._staging = torch.empty(size, dtype=torch.uint8, pin_memory=self._pin)
+        data, grown = self._staging.read(path, size)
+        if grown:  # views of the old buffer are stale
             self._forget_views()
-        data = self._staging[:size]
-        view = data.numpy().data
-        with path.open("rb", buffering=0) as fh:
-            done = 0
-            while done < size:
-                got = fh.readinto(view[done:])
-                if not got:
-                    raise IntegrityError(f"{path}: file ended after {done} of {size} bytes")
-                done += got
         return data
 
     @contextmanager

@@ -5,9 +5,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from pathlib import Path
-from typing import BinaryIO, Protocol
+from typing import BinaryIO
 
 from registry.errors import NotFound, Unreachable
+from registry.interfaces import AdapterRegistry
 from registry.schemas import Resolution
 from registry.spec import LATEST, parse_spec
 from registry.transfer.cache import Cache, Opener
@@ -17,19 +18,7 @@ log = logging.getLogger(__name__)
 Source = Callable[[str], tuple[Resolution, Path]]
 
 
-class Catalog(Protocol):
-    """What the loader needs from a registry: the embedded and the remote registry both fit."""
-
-    cache: Cache
-
-    def resolve(self, spec: str) -> Resolution: ...
-
-    def open_blob(self, digest: str, start: int = 0) -> BinaryIO: ...
-
-    def close(self) -> None: ...
-
-
-def registry_source(registry: Catalog) -> Source:
+def registry_source(registry: AdapterRegistry) -> Source:
     """Resolve once, then take exactly that version from the verified client cache.
 
     Each answer is remembered, so a service restarted while the registry is down still starts
@@ -40,15 +29,15 @@ def registry_source(registry: Catalog) -> Source:
         try:
             resolution = registry.resolve(spec)
         except Unreachable:
-            remembered = registry.transfer.cache.recall(spec)
+            remembered = registry.cache.recall(spec)
             if remembered is None:
                 raise
             log.warning("registry unreachable: using the last resolution of %s", spec)
             resolution = remembered
         else:
-            registry.transfer.cache.remember(spec, resolution)
+            registry.cache.remember(spec, resolution)
         # Not fetch(spec): it would resolve a second time, and could see an alias move between.
-        return resolution, registry.transfer.cache.version(
+        return resolution, registry.cache.version(
             resolution, registry.open_blob, resume=registry.open_blob
         )
 

@@ -25,7 +25,7 @@ from pydantic import BaseModel
 from registry.errors import InvalidAdapter
 
 if TYPE_CHECKING:
-    from registry.lora.inspection import LoraModule
+    from registry.lora.format import LoraModule
 
 TOP_K = 5
 EFFECTIVE_RANK = "exp of the Shannon entropy of normalised singular values (Roy & Vetterli 2007)"

@@ -7,53 +7,32 @@ checks ``adapter_config.json`` and the safetensors header, pairs every ``lora_A`
 
 from __future__ import annotations
 
-import json
-import math
-import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from pydantic import BaseModel
 
 from registry.errors import InvalidAdapter
 from registry.lora.fingerprint import Fingerprint, compute_fingerprint
+from registry.lora.format import (
+    CARD,
+    CONFIG,
+    EMBEDDING_WEIGHT,
+    LORA_KEY,
+    WEIGHTS,
+    LoraModule,
+    layer_of,
+    pattern_value,
+    read_config,
+    read_text,
+    scaling,
+)
 from registry.lora.sketch import Sketch, sketch
 from registry.lora.weights import DTYPE_NAMES, WeightsFile, open_weights
 
-CONFIG = "adapter_config.json"
-WEIGHTS = "adapter_model.safetensors"
-CARD = "README.md"
-MAX_TEXT_BYTES = 1024 * 1024
-# PEFT also saves the full base weight of a targeted or resized embedding / output layer.
-_EMBEDDING_WEIGHT = re.compile(
-    r"^(?:base_model\.model\.)?(?:.+\.)?(?:embed_tokens|lm_head|wte)(?:\.base_layer)?\.weight$"
-)
 _PICKLE_SUFFIXES = {".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt"}
-_LORA_KEY = re.compile(
-    r"^(?:base_model\.model\.)?(?P<path>.+?)\."
-    r"(?P<kind>lora_A\.weight|lora_B\.weight|lora_B\.bias|lora_embedding_A|lora_embedding_B"
-    r"|lora_magnitude_vector(?:\.weight)?)$"
-)
-
-
-@dataclass(frozen=True)
-class LoraModule:
-    """One adapted module: ``dW = scaling * b @ a`` with ``a`` (r, d_in) and ``b`` (d_out, r)."""
-
-    path: str
-    layer: int | None
-    module: str
-    a: np.ndarray
-    b: np.ndarray
-    scaling: float
-    magnitude: np.ndarray | None = None
-
-    @property
-    def rank(self) -> int:
-        return int(self.a.shape[0])
 
 
 class AdapterInfo(BaseModel):
@@ -90,76 +69,6 @@ class Inspection:
     warnings: list[str] = field(default_factory=list)
 
 
-def _read_text(path: Path) -> str:
-    if path.stat().st_size > MAX_TEXT_BYTES:
-        raise InvalidAdapter(f"{path.name} is larger than {MAX_TEXT_BYTES} bytes")
-    try:
-        return path.read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        raise InvalidAdapter(f"{path.name} is not UTF-8 text") from None
-
-
-def _positive_number(config: dict[str, Any], key: str, *, integer: bool) -> Any:
-    value = config.get(key)
-    kinds = (int,) if integer else (int, float)
-    if isinstance(value, bool) or not isinstance(value, kinds) or not value > 0:
-        what = "a positive integer" if integer else "a positive number"
-        raise InvalidAdapter(f"{CONFIG}: {key} must be {what}, got {value!r}")
-    if not integer and not math.isfinite(value):
-        raise InvalidAdapter(f"{CONFIG}: {key} must be finite, got {value!r}")
-    return value
-
-
-def read_config(path: Path) -> dict[str, Any]:
-    """Load and check ``adapter_config.json``: a LORA config with a rank and an alpha."""
-    if not path.is_file():
-        raise InvalidAdapter(f"missing {CONFIG}: not a PEFT adapter folder")
-    try:
-        config = json.loads(_read_text(path))
-    except json.JSONDecodeError as exc:
-        raise InvalidAdapter(
-            f"{CONFIG} is not valid JSON ({exc.msg} at line {exc.lineno})"
-        ) from None
-    if not isinstance(config, dict):
-        raise InvalidAdapter(f"{CONFIG} must be a JSON object")
-    peft_type = config.get("peft_type")
-    if peft_type != "LORA":
-        raise InvalidAdapter(
-            f"{CONFIG}: unsupported peft_type {peft_type!r}; only LORA is supported"
-        )
-    _positive_number(config, "r", integer=True)
-    _positive_number(config, "lora_alpha", integer=False)
-    for key in ("rank_pattern", "alpha_pattern"):
-        pattern = config.get(key) or {}
-        if not isinstance(pattern, dict) or not all(
-            isinstance(v, int | float) and not isinstance(v, bool) and v > 0
-            for v in pattern.values()
-        ):
-            raise InvalidAdapter(f"{CONFIG}: {key} must map module patterns to positive numbers")
-    base = config.get("base_model_name_or_path")
-    if base is not None and not isinstance(base, str):
-        raise InvalidAdapter(f"{CONFIG}: base_model_name_or_path must be a string")
-    return config
-
-
-def _pattern_value(patterns: dict[str, Any], path: str, default: Any) -> Any:
-    """PEFT's rule for rank_pattern/alpha_pattern: a key matches a dotted suffix of the path."""
-    for key, value in patterns.items():
-        if re.match(rf"(.*\.)?({key})$", path):
-            return value
-    return default
-
-
-def _scaling(config: dict[str, Any], path: str, rank: int) -> float:
-    alpha = float(_pattern_value(config.get("alpha_pattern") or {}, path, config["lora_alpha"]))
-    return alpha / math.sqrt(rank) if config.get("use_rslora") else alpha / rank
-
-
-def _layer_of(path: str) -> int | None:
-    match = re.search(r"\.(\d+)(?:\.|$)", path)
-    return int(match.group(1)) if match else None
-
-
 def _refuse_pickles(folder: Path) -> None:
     pickles = sorted(p.name for p in folder.iterdir() if p.suffix.lower() in _PICKLE_SUFFIXES)
     if pickles:
@@ -177,12 +86,12 @@ def _group(
     extra: list[str] = []
     saved = config.get("modules_to_save") or []
     for name in weights.tensors:
-        match = _LORA_KEY.match(name)
+        match = LORA_KEY.match(name)
         if match:
             kind = match["kind"].split(".")[0].replace("lora_embedding_", "lora_")
             kind = "bias" if match["kind"] == "lora_B.bias" else kind
             groups.setdefault(match["path"], {})[kind] = name
-        elif any(f".{m}." in f".{name}" for m in saved) or _EMBEDDING_WEIGHT.match(name):
+        elif any(f".{m}." in f".{name}" for m in saved) or EMBEDDING_WEIGHT.match(name):
             extra.append(name)
         else:
             raise InvalidAdapter(f"{WEIGHTS}: unexpected tensor {name} (not a LoRA weight)")
@@ -201,7 +110,7 @@ def _module(
     a_entry, b_entry = weights.tensors[names["lora_A"]], weights.tensors[names["lora_B"]]
     if len(a_entry.shape) != 2 or len(b_entry.shape) != 2:
         raise InvalidAdapter(f"{WEIGHTS}: module {path}: lora_A and lora_B must be matrices")
-    expected = int(_pattern_value(config.get("rank_pattern") or {}, path, config["r"]))
+    expected = int(pattern_value(config.get("rank_pattern") or {}, path, config["r"]))
     if a_entry.shape[0] != expected or b_entry.shape[1] != expected:
         raise InvalidAdapter(
             f"{WEIGHTS}: module {path} has rank {a_entry.shape[0]} (lora_A {list(a_entry.shape)}, "
@@ -214,11 +123,11 @@ def _module(
         raise InvalidAdapter(f"{WEIGHTS}: module {path}: DoRA magnitude does not match lora_B rows")
     return LoraModule(
         path=path,
-        layer=_layer_of(path),
+        layer=layer_of(path),
         module=path.rsplit(".", 1)[-1],
         a=weights.read(names["lora_A"]),
         b=weights.read(names["lora_B"]),
-        scaling=_scaling(config, path, expected),
+        scaling=scaling(config, path, expected),
         magnitude=magnitude,
     )
 
@@ -253,7 +162,7 @@ def _parse(folder: Path, *, max_weights_bytes: int) -> _Parsed:
         weights.read(name)  # modules_to_save weights must be finite too
     files = {CONFIG: folder / CONFIG, WEIGHTS: weights_path}
     if (folder / CARD).is_file():
-        _read_text(folder / CARD)
+        read_text(folder / CARD)
         files[CARD] = folder / CARD
     return _Parsed(config, weights, modules, files)
 
@@ -277,7 +186,7 @@ def inspect_dir(folder: Path, *, max_weights_bytes: int = 4 * 1024**3) -> Inspec
         peft_type="LORA",
         r=int(config["r"]),
         lora_alpha=float(config["lora_alpha"]),
-        scaling=_scaling(config, "", int(config["r"])),
+        scaling=scaling(config, "", int(config["r"])),
         use_rslora=bool(config.get("use_rslora")),
         use_dora=bool(config.get("use_dora")),
         target_modules=sorted({m.module for m in modules}),

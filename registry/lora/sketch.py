@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 if TYPE_CHECKING:
-    from registry.lora.inspection import LoraModule
+    from registry.lora.format import LoraModule
 
 K = 8
 SEED = 0x5CE7C4

@@ -57,15 +57,17 @@ from registry.errors import (
     IntegrityError,
     InvalidSpec,
     NotFound,
+    RangeNotSatisfiable,
     RegistryError,
+    TooLarge,
     Unauthorized,
     Unreachable,
 )
-from registry.lora.inspection import CARD
+from registry.lora.format import CARD
 from registry.manifest import Manifest
-from registry.remote import open_stream
 from registry.spec import DEFAULT_NAMESPACE
-from registry.stores import Release, StoredBlob, blob_key, copy_hashing, copy_verified
+from registry.stores.base import Release, StoredBlob, blob_key, copy_hashing, copy_verified
+from registry.transfer.http import open_stream
 
 BLOBS_REPO = "stance-blobs"
 RECORD = "stance.json"  # who this repo belongs to, and what each tagged commit holds
@@ -75,16 +77,28 @@ ABANDONED_AFTER = timedelta(minutes=10)  # an untagged release older than this w
 _BLOB = re.compile(r"sha256:[0-9a-f]{64}")
 
 
+# The Hub's HTTP statuses, for both its API (huggingface_hub's errors) and plain downloads.
+_BY_STATUS: dict[int, type[RegistryError]] = {
+    401: Unauthorized,
+    403: Forbidden,
+    404: NotFound,
+    409: Conflict,
+    413: TooLarge,
+    416: RangeNotSatisfiable,
+}
+
+
+def _for_status(status: int) -> type[RegistryError]:
+    return _BY_STATUS.get(status, Unreachable if status >= 500 else RegistryError)
+
+
 def _domain_error(exc: BaseException, what: str) -> RegistryError | None:
     """The registry's error for one of huggingface_hub's, or None if it is not one of those."""
     if isinstance(exc, RepositoryNotFoundError | RevisionNotFoundError | RemoteEntryNotFoundError):
         return NotFound(f"{what}: {_message(exc)}")
     if isinstance(exc, HfHubHTTPError):
         status = exc.response.status_code if exc.response is not None else 0
-        kind: type[RegistryError] = {401: Unauthorized, 403: Forbidden, 409: Conflict}.get(
-            status, Unreachable if status >= 500 else RegistryError
-        )
-        return kind(f"{what}: the Hub answered {status}: {_message(exc)}")
+        return _for_status(status)(f"{what}: the Hub answered {status}: {_message(exc)}")
     if isinstance(exc, HFValidationError):
         return InvalidSpec(f"{what}: {exc}")
     if isinstance(exc, httpx2.TransportError):
@@ -237,8 +251,7 @@ class HfStore:
             status = response.status_code
             if status == 404:
                 return NotFound(missing)
-            kind: type[RegistryError] = {401: Unauthorized, 403: Forbidden}.get(status, Unreachable)
-            return kind(f"reading {path} from {self.url}: the Hub answered {status}")
+            return _for_status(status)(f"reading {path} from {self.url}: the Hub answered {status}")
 
         return open_stream(
             _http(),

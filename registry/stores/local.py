@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from registry.errors import IntegrityError, NotFound
-from registry.stores import StoredBlob, blob_key, copy_hashing
+from registry.stores.base import StoredBlob, blob_key, copy_hashing
 
 
 class LocalStore:

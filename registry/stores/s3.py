@@ -20,7 +20,6 @@ A source whose bytes hash otherwise is refused without an object under the blob'
 from __future__ import annotations
 
 import base64
-import hashlib
 import io
 import re
 import uuid
@@ -49,8 +48,8 @@ from registry.errors import (
     Unauthorized,
     Unreachable,
 )
-from registry.manifest import CHUNK
-from registry.stores import StoredBlob, blob_key
+from registry.manifest import CHUNK, StreamDigest, digest_stream
+from registry.stores.base import StoredBlob, blob_key
 
 MiB = 1024 * 1024
 _BLOB_TAIL = re.compile(r"^([0-9a-f]{2})/([0-9a-f]{2})/([0-9a-f]{64})$")
@@ -124,29 +123,20 @@ class _Hashing:
 
     def __init__(self, source: BinaryIO) -> None:
         self._source = source
-        self._hasher = hashlib.sha256()
-        self.size = 0
+        self.seen = StreamDigest()
 
     def read(self, size: int = -1) -> bytes:
         chunk = self._source.read(size)
-        self._hasher.update(chunk)
-        self.size += len(chunk)
+        self.seen.update(chunk)
         return chunk
-
-    @property
-    def digest(self) -> str:
-        return "sha256:" + self._hasher.hexdigest()
 
 
 def _hash_seekable(source: BinaryIO) -> tuple[str, int, int]:
     """``(digest, size, start)`` of what is left in ``source``, rewound to ``start``."""
     start = source.tell()
-    hasher, size = hashlib.sha256(), 0
-    while chunk := source.read(CHUNK):
-        hasher.update(chunk)
-        size += len(chunk)
+    digest, size = digest_stream(source)
     source.seek(start)
-    return "sha256:" + hasher.hexdigest(), size, start
+    return digest, size, start
 
 
 def _seekable(source: BinaryIO) -> bool:
@@ -229,8 +219,8 @@ class S3Store:
                 self.client.upload_fileobj(
                     hashing, self.bucket, incoming, ExtraArgs=extra, Config=self.transfer
                 )
-            if hashing.digest != digest:
-                raise IntegrityError(f"blob content hashes to {hashing.digest}, not {digest}")
+            if hashing.seen.digest != digest:
+                raise IntegrityError(f"blob content hashes to {hashing.seen.digest}, not {digest}")
             with self._errors(f"copying blob {digest} into place in {self.url}"):
                 self.client.copy(
                     {"Bucket": self.bucket, "Key": incoming},

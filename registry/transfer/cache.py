@@ -16,7 +16,6 @@ file (and a partial file never passes for a blob: its bytes are hashed to the en
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import tempfile
@@ -27,7 +26,7 @@ from typing import BinaryIO
 from filelock import FileLock
 
 from registry.errors import IntegrityError, Unreachable
-from registry.manifest import CHUNK, FileEntry
+from registry.manifest import CHUNK, FileEntry, StreamDigest, digest_file
 from registry.schemas import Resolution
 
 Opener = Callable[[str], BinaryIO]
@@ -62,22 +61,20 @@ class Cache:
         target = self.blob_path(entry.digest)
         target.parent.mkdir(parents=True, exist_ok=True)
         partial = target.parent / f".{_hex(entry.digest)}.partial"
-        hasher, size = hashlib.sha256(), 0
+        seen = StreamDigest()
         if resume is not None and partial.exists() and partial.stat().st_size < entry.size:
             with partial.open("rb") as done:
                 while chunk := done.read(CHUNK):
-                    hasher.update(chunk)
-                    size += len(chunk)
-            mode, source = "ab", resume(entry.digest, size)
+                    seen.update(chunk)
+            mode, source = "ab", resume(entry.digest, seen.size)
         else:
             mode, source = "wb", opener(entry.digest)
         try:
             with partial.open(mode) as out, source:
                 while chunk := source.read(CHUNK):
-                    size += len(chunk)
-                    if size > entry.size:  # a store that sends more is wrong; stop filling disk
+                    seen.update(chunk)
+                    if seen.size > entry.size:  # a store that sends more is wrong; stop filling
                         break
-                    hasher.update(chunk)
                     out.write(chunk)
         except Unreachable:
             if resume is None:
@@ -86,7 +83,7 @@ class Cache:
         except BaseException:
             partial.unlink(missing_ok=True)
             raise
-        actual = "sha256:" + hasher.hexdigest()
+        actual, size = seen.digest, seen.size
         if actual != entry.digest or size != entry.size:
             partial.unlink(missing_ok=True)
             raise IntegrityError(
@@ -99,11 +96,7 @@ class Cache:
     def verify(self, entry: FileEntry) -> None:
         """Re-hash a cached blob; raise IntegrityError naming the file and both digests."""
         path = self.blob_path(entry.digest)
-        hasher = hashlib.sha256()
-        with path.open("rb") as fh:
-            while chunk := fh.read(CHUNK):
-                hasher.update(chunk)
-        actual = "sha256:" + hasher.hexdigest()
+        actual, _ = digest_file(path)
         if actual != entry.digest:
             raise IntegrityError(
                 f"{entry.path}: cached file {path} hashes to {actual}, expected {entry.digest}"

@@ -13,7 +13,7 @@ import tempfile
 import tomllib
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import BinaryIO, Protocol
+from typing import BinaryIO
 
 import tomli_w
 from pydantic import BaseModel, ValidationError
@@ -27,10 +27,6 @@ from registry.transfer.cache import Cache
 WANTS = "stance.toml"
 LOCK = "stance.lock"
 HEADER = "# Written by `stance lock`: exact versions and digests. Do not edit by hand.\n"
-
-
-class Resolver(Protocol):
-    def resolve(self, spec: str) -> Resolution: ...
 
 
 class LockedAdapter(BaseModel):
@@ -119,7 +115,7 @@ def write_lock(lock: Lock, path: Path) -> bool:
 
 
 def lock(
-    registry: Resolver,
+    resolve: Callable[[str], Resolution],
     wants: dict[str, str],
     *,
     previous: Lock | None = None,
@@ -138,7 +134,7 @@ def lock(
         if old is not None and old.requested == selector and not upgrade_all and ref not in again:
             entries.append(old)
             continue
-        found = registry.resolve(f"{ref}@{selector}")
+        found = resolve(f"{ref}@{selector}")
         entries.append(LockedAdapter(requested=selector, **found.model_dump(include=RESOLVED)))
     return Lock(adapters=sorted(entries, key=lambda e: (e.namespace, e.name)))
 

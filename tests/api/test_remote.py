@@ -15,6 +15,7 @@ import pytest
 from registry import Registry, RemoteRegistry
 from registry.embedded import EmbeddedRegistry
 from registry.errors import Conflict, Forbidden, InvalidAdapter, NotFound, Unreachable
+from registry.schemas import SearchQuery
 from registry.settings import Settings
 from tests import hostile
 from tests.api.conftest import STANCE, Server
@@ -63,7 +64,7 @@ def test_python_client_matches_local_behaviour(
         for name in ("adapter_config.json", "adapter_model.safetensors", "README.md"):
             assert filecmp.cmp(pulled / name, adapters["curious"] / name, shallow=False)
         assert remote.show("curious@prod").info == operator.show("curious@1.0.0").info
-        assert remote.search("cur").items[0].latest == "1.1.0"
+        assert remote.search(SearchQuery(text="cur")).items[0].latest == "1.1.0"
         remote.yank("curious@1.1.0", reason="regressed")
         assert remote.resolve("curious").version == "1.0.0"
         remote.set_alias("curious", "staging", "1.0.0")

@@ -441,4 +441,4 @@ def test_a_corrupted_blob_on_the_hub_is_refused_and_nothing_is_written(
     assert list(out.iterdir()) == []
     with pytest.raises(IntegrityError):
         hf_registry.fetch(SPEC)  # into the shared cache: nothing lands there either
-    assert not hf_registry.transfer.cache.blob_path(weights.digest).exists()
+    assert not hf_registry.cache.blob_path(weights.digest).exists()

@@ -105,8 +105,8 @@ def test_corrupted_object_is_refused_and_nothing_is_written(
 
     with pytest.raises(IntegrityError, match=f"expected .*{weights.digest}"):
         s3_registry.fetch(SPEC)  # into the shared cache
-    blobs = s3_registry.transfer.cache.root / "blobs"
-    assert not s3_registry.transfer.cache.blob_path(weights.digest).exists()
+    blobs = s3_registry.cache.root / "blobs"
+    assert not s3_registry.cache.blob_path(weights.digest).exists()
     assert [p for p in blobs.iterdir() if p.name.startswith(".")] == []  # no temp file left
 
 
