@@ -6,6 +6,9 @@ Both servers run on 127.0.0.1 in this one run, over SQLite, seeded with one vers
 alias ``prod``, and answer the same question: which version does the alias name now?
 
 - ours:   GET /v1/resolve?spec=bench-role@prod            (`stance serve`, uvicorn)
+- floor:  the same GET answered by a one-route FastAPI app on the same uvicorn with our own
+          answer's bytes as a constant (benchmarks/floor_app.py, 1 worker): what the stack
+          itself can serve; resolve's target is at least half of it
 - MLflow: GET /api/2.0/mlflow/registered-models/alias?name=bench-role&alias=prod
           (`mlflow server --backend-store-uri sqlite:///...`: its default workers, and 1)
 
@@ -29,28 +32,24 @@ which is measured in one run on one machine, rather than the absolute figures.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import platform
 import re
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
 import urllib.error
 import urllib.request
-from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))  # run from a checkout without installing the package
 
+from harness import Sample, Server, get, load, versions  # noqa: E402
 from synthetic import random_factors, write_adapter  # noqa: E402
 
 STANCE = Path(sys.executable).with_name("stance")
@@ -60,11 +59,7 @@ NAME, ALIAS, VERSION = "bench-role", "prod", "1.0.0"
 OURS_PATH = f"/v1/resolve?spec={NAME}@{ALIAS}"
 MLFLOW_PATH = f"/api/2.0/mlflow/registered-models/alias?name={NAME}&alias={ALIAS}"
 NAGLE_MS = 30.0  # a 1-connection p50 above this is a delayed-ACK wait, not work
-START_TIMEOUT_S = 120.0  # a server that is not answering by then is reported as failed
-STOP_TIMEOUT_S = 10.0
-SETTLE_TIMEOUT_S, SETTLED_CPU_PER_S = 60.0, 0.1  # idle: under a tenth of a core for a second
 INSTALL_TIMEOUT_S = 900.0
-MAX_PY_REQUESTS = 5_000_000  # the Python generator's count bound, beside its time bound
 # MLflow reports usage to its servers unless told not to; all traffic here stays on loopback.
 QUIET_ENV = {"MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true"}
 
@@ -82,12 +77,17 @@ def synthesise_adapter(dest: Path, *, layers: int = 4, width: int = 256, r: int 
     )
 
 
-def seed_ours(home: Path, work: Path) -> None:
+def seed_ours(home: Path, work: Path) -> Path:
+    """Publish the adapter; the file holding our resolve answer's bytes (the floor's body)."""
     from registry.embedded import EmbeddedRegistry
     from registry.settings import Settings
 
     folder = synthesise_adapter(work / "adapter")
-    EmbeddedRegistry(Settings(home=home)).publish(folder, f"{NAME}@{VERSION}", alias=ALIAS)
+    with EmbeddedRegistry(Settings(home=home)) as registry:
+        registry.publish(folder, f"{NAME}@{VERSION}", alias=ALIAS)
+        body = work / "resolve-answer.json"
+        body.write_text(registry.resolve(f"{NAME}@{ALIAS}").model_dump_json())
+    return body
 
 
 def _post_json(url: str, body: dict) -> dict:
@@ -116,119 +116,6 @@ def seed_mlflow(base: str) -> None:
 # -- servers -----------------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def get(url: str, timeout: float = 5.0) -> tuple[int, bytes]:
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
-            return response.status, response.read()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read()
-
-
-@dataclass
-class Server:
-    label: str
-    workers: int
-    default: bool  # the server's own default worker count (nothing passed)
-    command: list[str]
-    env: dict[str, str]
-    cwd: Path
-    health_path: str
-    resolve_path: str
-    log: Path
-    port: int = field(default_factory=free_port)
-    process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def base(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def url(self) -> str:
-        return self.base + self.resolve_path
-
-    def start(self) -> None:
-        command = [*self.command, "--host", "127.0.0.1", "--port", str(self.port)]
-        with self.log.open("wb") as log:
-            # A session of its own: stop() ends this server and its workers by their group id.
-            self.process = subprocess.Popen(
-                command,
-                cwd=self.cwd,
-                env={**os.environ, **self.env},
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-
-    def wait_ready(self) -> None:
-        assert self.process is not None
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                break
-            try:
-                if get(self.base + self.health_path, timeout=2.0)[0] == 200:
-                    return
-            except OSError:
-                pass
-            time.sleep(0.25)
-        tail = self.log.read_text(errors="replace")[-3000:]
-        raise RuntimeError(f"{self.label} ({self.workers} workers) did not start:\n{tail}")
-
-    def cpu_seconds(self) -> float:
-        """CPU time used so far by this server's process group (its workers and helpers)."""
-        assert self.process is not None
-        total = 0
-        for stat in Path("/proc").glob("[0-9]*/stat"):
-            try:
-                fields = stat.read_text().rsplit(")", 1)[1].split()
-            except (OSError, IndexError):
-                continue  # gone meanwhile
-            if int(fields[2]) == self.process.pid:  # pgrp: the session start() created
-                total += int(fields[11]) + int(fields[12])  # utime + stime, in ticks
-        return total / os.sysconf("SC_CLK_TCK")
-
-    def settle(self) -> None:
-        """Wait (bounded) until the server idles: MLflow starts job consumers after it answers."""
-        if not Path("/proc/self/stat").exists():
-            time.sleep(SETTLE_TIMEOUT_S / 4)
-            return
-        deadline = time.monotonic() + SETTLE_TIMEOUT_S
-        before = self.cpu_seconds()
-        while time.monotonic() < deadline:
-            time.sleep(1.0)
-            after = self.cpu_seconds()
-            if after - before < SETTLED_CPU_PER_S:
-                return
-            before = after
-        print(f"warning: {self.label} still busy after {SETTLE_TIMEOUT_S:g}s idle wait")
-
-    def stop(self) -> None:
-        """SIGTERM to the server's process group, SIGKILL to what is left after a grace period."""
-        process, self.process = self.process, None
-        if process is None:
-            return
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            try:
-                os.killpg(process.pid, sig)  # the group start() created, by its id
-            except ProcessLookupError:
-                break
-            deadline = time.monotonic() + STOP_TIMEOUT_S
-            while time.monotonic() < deadline:
-                process.poll()  # reap the leader; its workers are reaped by their parents
-                try:
-                    os.killpg(process.pid, 0)
-                except ProcessLookupError:
-                    return
-                time.sleep(0.1)
-        process.poll()
-
-
 def ensure_mlflow() -> None:
     """``.venv-mlflow`` with MLflow, created once; reused on later runs."""
     if MLFLOW.exists():
@@ -253,109 +140,6 @@ def mlflow_default_workers() -> int:
     if not found:
         raise RuntimeError("cannot read MLflow's default --workers from `mlflow server --help`")
     return int(found.group(1))
-
-
-def versions(python: Path, names: tuple[str, ...]) -> str:
-    code = (
-        "import importlib.metadata as m, sys\n"
-        "print(' '.join(f'{n} {m.version(n)}' for n in sys.argv[1:]))"
-    )
-    done = subprocess.run(
-        [str(python), "-c", code, *names], capture_output=True, text=True, timeout=60
-    )
-    return done.stdout.strip() or done.stderr.strip()[-200:]
-
-
-# -- load generators ---------------------------------------------------------------------------
-
-
-@dataclass
-class Sample:
-    rps: float
-    p50_ms: float
-    p99_ms: float
-    requests: int
-    errors: int
-
-
-_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3}
-
-
-def _duration_ms(text: str) -> float:
-    value, unit = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text).groups()  # type: ignore[union-attr]
-    return float(value) * _UNITS[unit]
-
-
-def parse_wrk(out: str) -> Sample:
-    rps = float(re.search(r"Requests/sec:\s*([\d.]+)", out).group(1))  # type: ignore[union-attr]
-    p50 = _duration_ms(re.search(r"^\s*50%\s+(\S+)", out, re.M).group(1))  # type: ignore[union-attr]
-    p99 = _duration_ms(re.search(r"^\s*99%\s+(\S+)", out, re.M).group(1))  # type: ignore[union-attr]
-    total = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
-    errors = 0
-    if found := re.search(r"Non-2xx or 3xx responses:\s*(\d+)", out):
-        errors += int(found.group(1))
-    if found := re.search(
-        r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out
-    ):
-        errors += sum(int(n) for n in found.groups())
-    return Sample(rps, p50, p99, total, errors)
-
-
-async def _python_load(url: str, connections: int, duration: float) -> dict:
-    import httpx
-
-    latencies: list[float] = []
-    errors = 0
-    limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
-    async with httpx.AsyncClient(limits=limits, timeout=10.0) as client:
-        deadline = time.perf_counter() + duration
-
-        async def worker() -> None:
-            nonlocal errors
-            while time.perf_counter() < deadline and len(latencies) < MAX_PY_REQUESTS:
-                start = time.perf_counter()
-                try:
-                    response = await client.get(url)
-                    ok = response.status_code < 400
-                except httpx.HTTPError:
-                    ok = False
-                latencies.append(time.perf_counter() - start)
-                errors += not ok
-
-        began = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(connections)))
-        elapsed = time.perf_counter() - began
-    latencies.sort()
-    pick = lambda q: latencies[min(len(latencies) - 1, int(q * len(latencies)))] * 1e3  # noqa: E731
-    return {
-        "rps": len(latencies) / elapsed,
-        "p50_ms": pick(0.50),
-        "p99_ms": pick(0.99),
-        "requests": len(latencies),
-        "errors": errors,
-    }
-
-
-def load(url: str, args: argparse.Namespace, duration: int, connections: int = 0) -> Sample:
-    """One bounded measurement of ``url`` with the chosen generator, in a second process."""
-    limit = duration + 60
-    connections = connections or args.connections
-    if args.generator == "wrk":
-        threads = min(args.threads, connections)
-        command = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration}s"]
-        done = subprocess.run(
-            [*command, "--latency", url], capture_output=True, text=True, timeout=limit
-        )
-        if done.returncode != 0:
-            raise RuntimeError(f"wrk failed: {done.stderr or done.stdout}")
-        return parse_wrk(done.stdout)
-    command = [sys.executable, __file__, "--python-load", url, f"--connections={connections}"]
-    done = subprocess.run(
-        [*command, f"--duration={duration}"], capture_output=True, text=True, timeout=limit
-    )
-    if done.returncode != 0:
-        raise RuntimeError(f"python load generator failed: {done.stderr[-2000:]}")
-    return Sample(**json.loads(done.stdout))
 
 
 # -- the run -----------------------------------------------------------------------------------
@@ -393,12 +177,7 @@ def main() -> None:
         help="`mlflow server --workers` rows besides its default, comma-separated",
     )
     parser.add_argument("--generator", choices=("auto", "wrk", "python"), default="auto")
-    parser.add_argument("--python-load", metavar="URL", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.python_load:  # the fallback generator's second process
-        result = asyncio.run(_python_load(args.python_load, args.connections, args.duration))
-        print(json.dumps(result))
-        return
     if not 1 <= args.repeat <= 20 or not 1 <= args.duration <= 120 or not 0 <= args.warmup <= 60:
         parser.error("keep it bounded: 1 <= repeat <= 20, 1 <= duration <= 120, warmup <= 60")
     if not 1 <= args.connections <= 256:
@@ -414,8 +193,19 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="stance-bench-resolve-") as tmp:
         work = Path(tmp)
         home = work / "stance-home"
-        seed_ours(home, work)
-        servers = [
+        body = seed_ours(home, work)
+        floor = Server(
+            "floor (FastAPI constant)",
+            1,
+            True,
+            [sys.executable, str(ROOT / "benchmarks" / "floor_app.py"), "--body-file", str(body)],
+            {},
+            ROOT,
+            "/v1/health",
+            OURS_PATH,
+            work / "floor.log",
+        )
+        servers = [floor] + [
             Server(
                 "ours (stance serve)",
                 n,
@@ -536,6 +326,13 @@ def report(
     print()
     ours = {s.workers: i for i, s in enumerate(servers) if s.label.startswith("ours")}
     theirs = {s.workers: i for i, s in enumerate(servers) if s.label.startswith("MLflow")}
+    floor = next(i for i, s in enumerate(servers) if s.label.startswith("floor"))
+    ratio = rps[ours[1]] / rps[floor]
+    verdict = "met" if ratio >= 0.5 else "NOT met"
+    print(
+        f"HEADLINE ours/floor req/s at 1 worker (the same uvicorn and FastAPI answering the same "
+        f"bytes as a constant): {ratio:.2f}  (target >= 0.5: {verdict})"
+    )
     for n in sorted(set(ours) & set(theirs)):
         ratio = rps[ours[n]] / rps[theirs[n]]
         if n == 1:
