@@ -1,10 +1,13 @@
-"""Search and resolve latency (p50/p95) at 1,000 and 100,000 versions, SQLite and PostgreSQL.
+"""Search, resolve and adapter-page latency (p50/p95) at growing catalogs, SQLite and PostgreSQL.
 
-    python benchmarks/scale.py [--postgres postgresql://postgres@127.0.0.1:5432/test]
+    python benchmarks/scale.py [--sizes 1000,1000000] [--per-adapter 20] [--explain]
+                               [--postgres postgresql://postgres@127.0.0.1:5432/test]
 
-Catalog rows are bulk-inserted (what matters here is the query plans, not publishing), then
-each query runs against both sizes in this one run. Target (DESIGN.md): p95 at 100,000 within
-2x of p95 at 1,000: indexes, no table scans, no N+1 queries.
+Catalog rows are bulk-inserted in chunks (what matters here is the query plans, not
+publishing), then each query runs against every size in this one run. Target (issue 19):
+p95 at 1,000,000 versions across 50,000 adapters within 2x of p95 at 1,000: indexes or keyset
+pages, no table scans, no N+1 queries. ``--explain`` prints the search plans at the largest
+size.
 """
 
 from __future__ import annotations
@@ -30,58 +33,72 @@ from registry.catalog.models import Adapter, Alias, Namespace, Version, VersionT
 from registry.manifest import FileEntry, Manifest  # noqa: E402
 from registry.schemas import SearchQuery  # noqa: E402
 
-VERSIONS_PER_ADAPTER = 100
+FILTERS = SearchQuery(base_model="org/base-3", rank=8, target="q_proj", limit=20)
+
+CHUNK_ADAPTERS = 1000
 MANIFEST = Manifest.of(
     [FileEntry(path="adapter_model.safetensors", digest="sha256:" + "ab" * 32, size=1)]
 )
 
 
-def fill(url: str, versions: int) -> None:
+def _version(v: int) -> tuple[int, int]:
+    """The v-th version of an adapter: 1.0.0, 1.0.1, 1.0.2, 1.0.3, 1.1.0, ... (minor, patch)."""
+    return v // 4, v % 4
+
+
+def _rows(first: int, last: int, per: int) -> tuple[list[dict], list[dict]]:
+    rows, targets = [], []
+    for a in range(first, last):
+        for v in range(per):
+            vid = a * per + v + 1
+            minor, patch = _version(v)
+            rows.append(
+                {
+                    "id": vid,
+                    "adapter_id": a + 1,
+                    "version": f"1.{minor}.{patch}",
+                    "major": 1,
+                    "minor": minor,
+                    "patch": patch,
+                    "prerelease": False,
+                    "digest": "sha256:" + uuid.uuid4().hex * 2,
+                    "manifest": MANIFEST.canonical(),
+                    "base_model": f"org/base-{a % 7}",
+                    "r": 8 if a % 2 else 16,
+                    "info": {"target_modules": ["q_proj", "v_proj"]},
+                    "yanked": v % 17 == 0,
+                    "published_by": "bench",
+                }
+            )
+            targets += [
+                {"version_id": vid, "module": "q_proj"},
+                {"version_id": vid, "module": "v_proj"},
+            ]
+    return rows, targets
+
+
+def fill(url: str, versions: int, per: int) -> None:
+    """``versions`` rows over ``versions // per`` adapters, inserted a chunk at a time."""
     engine = make_engine(url)
     upgrade(engine)
-    adapters = versions // VERSIONS_PER_ADAPTER
+    adapters = versions // per
     with engine.begin() as conn:
         conn.execute(insert(Namespace), [{"id": 1, "name": "default"}])
         conn.execute(
             insert(Adapter),
             [{"id": a + 1, "namespace_id": 1, "name": f"role-{a:06d}"} for a in range(adapters)],
         )
-        rows, targets = [], []
-        for a in range(adapters):
-            for v in range(VERSIONS_PER_ADAPTER):
-                vid = a * VERSIONS_PER_ADAPTER + v + 1
-                rows.append(
-                    {
-                        "id": vid,
-                        "adapter_id": a + 1,
-                        "version": f"1.{v // 10}.{v % 10}",
-                        "major": 1,
-                        "minor": v // 10,
-                        "patch": v % 10,
-                        "prerelease": False,
-                        "digest": "sha256:" + uuid.uuid4().hex * 2,
-                        "manifest": MANIFEST.canonical(),
-                        "base_model": f"org/base-{a % 7}",
-                        "r": 8 if a % 2 else 16,
-                        "info": {"target_modules": ["q_proj", "v_proj"]},
-                        "yanked": v % 17 == 0,
-                        "published_by": "bench",
-                    }
-                )
-                targets += [
-                    {"version_id": vid, "module": "q_proj"},
-                    {"version_id": vid, "module": "v_proj"},
-                ]
-        for start in range(0, len(rows), 5000):
-            conn.execute(insert(Version), rows[start : start + 5000])
-            conn.execute(insert(VersionTarget), targets[2 * start : 2 * start + 10000])
+        for first in range(0, adapters, CHUNK_ADAPTERS):
+            rows, targets = _rows(first, min(adapters, first + CHUNK_ADAPTERS), per)
+            conn.execute(insert(Version), rows)
+            conn.execute(insert(VersionTarget), targets)
         conn.execute(
             insert(Alias),
             [
                 {
                     "adapter_id": a + 1,
                     "name": "prod",
-                    "version_id": a * VERSIONS_PER_ADAPTER + 50,
+                    "version_id": a * per + per // 2,
                     "updated_by": "bench",
                 }
                 for a in range(adapters)
@@ -142,9 +159,8 @@ def measure(url: str, adapters: int, calls: int) -> dict[str, tuple[float, float
             "search text": lambda i: queries.search(
                 s, SearchQuery(text=f"role-{i % adapters:04d}"[:9])
             ),
-            "search filters": lambda i: queries.search(
-                s, SearchQuery(base_model="org/base-3", rank=8, target="q_proj", limit=20)
-            ),
+            "search filters": lambda i: queries.search(s, FILTERS),
+            "adapter page": lambda i: queries.adapter_detail(s, f"role-{i % adapters:06d}"),
         }
         for name, fn in checks.items():
             out[name] = percentiles(fn, calls)
@@ -152,17 +168,47 @@ def measure(url: str, adapters: int, calls: int) -> dict[str, tuple[float, float
     return out
 
 
-def backend(name: str, make_url: Callable[[str], str], calls: int) -> None:
+def explain(url: str) -> None:
+    """The plans of the search queries, as the database prints them."""
+    engine = make_engine(url)
+    prefix = "EXPLAIN" if engine.dialect.name == "postgresql" else "EXPLAIN QUERY PLAN"
+    with session_factory(engine)() as s:
+        for label, filters in (("first page", SearchQuery(limit=50)), ("filters", FILTERS)):
+            statement = queries.search_statement(filters)
+            sql = statement.compile(engine, compile_kwargs={"literal_binds": True})
+            print(f"  plan of search {label}:")
+            for row in s.execute(text(f"{prefix} {sql}")):
+                print("    " + " ".join(str(c) for c in row))
+    engine.dispose()
+
+
+def backend(
+    name: str,
+    make_url: Callable[[str], str],
+    *,
+    sizes: list[int],
+    per: int,
+    calls: int,
+    plans: bool,
+) -> None:
     results = {}
-    for versions in (1_000, 100_000):
+    for versions in sizes:
         url = make_url(f"scale_{versions}")
         start = time.perf_counter()
-        fill(url, versions)
-        print(f"{name}: {versions:,} versions loaded in {time.perf_counter() - start:.0f} s")
-        results[versions] = measure(url, versions // VERSIONS_PER_ADAPTER, calls)
-    print(f"\n{name}, {calls} calls each      p50@1k   p95@1k  p50@100k  p95@100k  p95 ratio")
-    for check in results[1_000]:
-        small, big = results[1_000][check], results[100_000][check]
+        fill(url, versions, per)
+        adapters = versions // per
+        elapsed = time.perf_counter() - start
+        print(f"{name}: {versions:,} versions ({adapters:,} adapters) loaded in {elapsed:.0f} s")
+        results[versions] = measure(url, adapters, calls)
+        if plans and versions == sizes[-1]:
+            explain(url)
+    small_n, big_n = sizes[0], sizes[-1]
+    print(
+        f"\n{name}, {calls} calls each   p50@{small_n:,}  p95@{small_n:,}  p50@{big_n:,}  "
+        f"p95@{big_n:,}  p95 ratio"
+    )
+    for check in results[small_n]:
+        small, big = results[small_n][check], results[big_n][check]
         print(
             f"  {check:22s} {small[0]:7.2f}  {small[1]:7.2f}  {big[0]:8.2f}  {big[1]:8.2f}"
             f"  {big[1] / small[1]:8.2f}x"
@@ -174,9 +220,20 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--postgres", default="postgresql://postgres@127.0.0.1:5432/test")
     parser.add_argument("--calls", type=int, default=300)
+    parser.add_argument("--sizes", default="1000,1000000", help="versions, smallest first")
+    parser.add_argument("--per-adapter", type=int, default=20, help="versions per adapter")
+    parser.add_argument("--explain", action="store_true", help="print the search plans")
+    parser.add_argument("--backends", default="sqlite,postgresql")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        backend("SQLite", lambda name: f"sqlite:///{tmp}/{name}.db", args.calls)
+    sizes = sorted(int(n) for n in args.sizes.split(","))
+    if args.per_adapter < 19:
+        parser.error("--per-adapter must be at least 19 (the checks resolve 1.4.2 and ^1.3)")
+    options = {"sizes": sizes, "per": args.per_adapter, "calls": args.calls, "plans": args.explain}
+    if "sqlite" in args.backends:
+        with tempfile.TemporaryDirectory() as tmp:
+            backend("SQLite", lambda name: f"sqlite:///{tmp}/{name}.db", **options)
+    if "postgresql" not in args.backends:
+        return
     server, created = args.postgres.rsplit("/", 1)[0], []
 
     def pg(name: str) -> str:
@@ -187,7 +244,7 @@ def main() -> None:
         return f"{server}/{db}"
 
     try:
-        backend("PostgreSQL", pg, args.calls)
+        backend("PostgreSQL", pg, **options)
     finally:
         with psycopg.connect(args.postgres, autocommit=True) as conn:
             for db in created:

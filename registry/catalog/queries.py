@@ -301,16 +301,8 @@ def _decode_cursor(cursor: str) -> tuple[str, str]:
         raise InvalidSpec(f"invalid cursor {cursor!r}") from None
 
 
-def search(session: Session, filters: SearchQuery | None = None) -> Page[AdapterSummary]:
-    """Adapters whose name matches the text and whose latest release matches every filter."""
-    filters = filters or SearchQuery()
-    text, base_model, target, rank = (
-        filters.text,
-        filters.base_model,
-        filters.target,
-        filters.rank,
-    )
-    namespace, cursor, limit = filters.namespace, filters.cursor, min(filters.limit, MAX_PAGE)
+def search_statement(filters: SearchQuery) -> Select:  # type: ignore[type-arg]
+    """The page query of a search: keyset-paged by (namespace, name), one row past the page."""
     query = select(
         Adapter.id,
         Namespace.name,
@@ -320,30 +312,41 @@ def search(session: Session, filters: SearchQuery | None = None) -> Page[Adapter
         Adapter.created_at,
         Adapter.latest_version_id,
     ).join(Namespace)
-    if text:
-        query = query.where(Adapter.name.contains(text.lower(), autoescape=True))
-    if namespace:
-        query = query.where(Namespace.name == namespace)
+    if filters.text:
+        query = query.where(Adapter.name.contains(filters.text.lower(), autoescape=True))
+    if filters.namespace:
+        query = query.where(Namespace.name == filters.namespace)
     # Filters describe what an adapter is now: its latest release. The service copies those
     # facts onto adapters, so no version row is visited to filter.
-    if base_model:
-        query = query.where(Adapter.latest_base_model == base_model)
-    if rank is not None:
-        query = query.where(Adapter.latest_r == rank)
-    if target:
+    if filters.base_model:
+        query = query.where(Adapter.latest_base_model == filters.base_model)
+    if filters.rank is not None:
+        query = query.where(Adapter.latest_r == filters.rank)
+    if filters.target:
         query = query.join(
             AdapterTarget,
-            and_(AdapterTarget.adapter_id == Adapter.id, AdapterTarget.module == target),
+            and_(AdapterTarget.adapter_id == Adapter.id, AdapterTarget.module == filters.target),
         )
-    if cursor:
-        after_ns, after_name = _decode_cursor(cursor)
+    if filters.cursor:
+        after_ns, after_name = _decode_cursor(filters.cursor)
         query = query.where(
             or_(
                 Namespace.name > after_ns,
                 and_(Namespace.name == after_ns, Adapter.name > after_name),
             )
         )
-    rows = session.execute(query.order_by(Namespace.name, Adapter.name).limit(limit + 1)).all()
+    return query.order_by(Namespace.name, Adapter.name).limit(_limit(filters) + 1)
+
+
+def _limit(filters: SearchQuery) -> int:
+    return min(filters.limit, MAX_PAGE)
+
+
+def search(session: Session, filters: SearchQuery | None = None) -> Page[AdapterSummary]:
+    """Adapters whose name matches the text and whose latest release matches every filter."""
+    filters = filters or SearchQuery()
+    limit = _limit(filters)
+    rows = session.execute(search_statement(filters)).all()
     page = rows[:limit]
     next_cursor = _encode_cursor(page[-1][1], page[-1][2]) if len(rows) > limit else None
     return Page[AdapterSummary](items=_summaries(session, page), next_cursor=next_cursor)
