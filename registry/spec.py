@@ -1,7 +1,8 @@
 """Parsing and validation of names, versions, aliases and specs (``[ns/]name[@selector]``).
 
-Ranges are npm-style and evaluated by ``semantic_version.NpmSpec``; nothing here re-implements
-semver precedence.
+Versions and ranges mean what npm's ``semver`` 7 means with its default options; the engine is
+``registry.semver``. A selector is exact only as a canonical version (``1.2.0``,
+``2.0.0-rc.1``); every other npm range (``=1.2.0``, ``v1.2.0``, ``1.2.0+build``) is a range.
 """
 
 from __future__ import annotations
@@ -10,9 +11,8 @@ import re
 from dataclasses import dataclass
 from enum import StrEnum
 
-import semantic_version
-
 from registry.errors import InvalidSpec
+from registry.semver import Range, Version, is_valid_range, quote, range_error, trim
 
 DEFAULT_NAMESPACE = "default"
 LATEST = "latest"
@@ -32,32 +32,35 @@ def validate_name(value: str, *, what: str = "name") -> str:
     return value
 
 
-def parse_version(value: str) -> semantic_version.Version:
+def parse_version(value: str) -> Version:
     """Parse an exact semantic version (``1.2.0``, ``2.0.0-rc.1``); build metadata is refused."""
     try:
-        version = semantic_version.Version(value)
-    except ValueError:
+        version = Version.parse(value)
+    except InvalidSpec:
+        version = None
+    if version is not None and version.build:
+        raise InvalidSpec(f"invalid version {quote(value)}: build metadata (+...) is not allowed")
+    # Canonical text only: npm also reads v1.2.0 and " 1.2.0", which are ranges to us.
+    if version is None or str(version) != value:
         raise InvalidSpec(
-            f"invalid version {value!r}: expected a semantic version such as 1.2.0 or 2.0.0-rc.1"
-        ) from None
-    if version.build:
-        raise InvalidSpec(f"invalid version {value!r}: build metadata (+...) is not allowed")
+            f"invalid version {quote(value)}: expected a semantic version such as 1.2.0 or "
+            "2.0.0-rc.1"
+        )
     return version
 
 
-def _parses_as_range(value: str) -> bool:
+def _exact(selector: str) -> Version | None:
     try:
-        semantic_version.NpmSpec(value)
-    except ValueError:
-        return False
-    return True
+        return parse_version(selector)
+    except InvalidSpec:
+        return None
 
 
 def validate_alias(value: str) -> str:
     """Return ``value`` if it can name an alias: starts with a letter, never parses as a version."""
     if value == LATEST:
         raise InvalidSpec("'latest' is implicit (highest non-yanked release) and cannot be set")
-    if not _ALIAS.fullmatch(value) or _parses_as_range(value):
+    if not _ALIAS.fullmatch(value) or is_valid_range(value):
         raise InvalidSpec(
             f"invalid alias {value!r}: use lowercase letters, digits, '-', '_' or '.', starting "
             "with a letter, and nothing that reads as a version or range"
@@ -104,20 +107,16 @@ def _classify(selector: str) -> SelectorKind:
     if selector.startswith("sha256:"):
         validate_digest(selector)
         return SelectorKind.DIGEST
-    try:
-        semantic_version.Version(selector)
-    except ValueError:
-        pass
-    else:
-        parse_version(selector)
+    if _exact(selector) is not None:
         return SelectorKind.EXACT
-    if _ALIAS.fullmatch(selector) and not _parses_as_range(selector):
-        return SelectorKind.ALIAS
-    if _parses_as_range(selector):
+    why = range_error(selector)
+    if why is None:
         return SelectorKind.RANGE
+    if _ALIAS.fullmatch(selector):
+        return SelectorKind.ALIAS
     raise InvalidSpec(
-        f"invalid selector {selector!r}: expected a version (1.2.0), a range (^1.2, >=1.0 <2), "
-        "an alias (prod) or a digest (sha256:...)"
+        f"invalid selector {quote(selector)}: {why}; expected a version (1.2.0), a range (^1.2, "
+        ">=1.0 <2), an alias (prod) or a digest (sha256:...)"
     )
 
 
@@ -133,14 +132,15 @@ def parse_ref(value: str) -> tuple[str, str]:
 
 def parse_spec(value: str) -> Spec:
     """Parse ``[namespace/]name[@selector]``; no selector means ``latest``."""
-    ref, _, selector = value.strip().partition("@")
+    ref, _, selector = value.partition("@")
     namespace, name = parse_ref(ref)
-    selector = selector.strip()
+    # npm's own trim: Python's strip() would also eat \x1c-\x1f and \x85, which npm refuses.
+    selector = trim(selector)
     kind = _classify(selector)
     return Spec(namespace, name, selector or LATEST, kind)
 
 
-def parse_publish_target(value: str) -> tuple[str, str, semantic_version.Version]:
+def parse_publish_target(value: str) -> tuple[str, str, Version]:
     """Parse ``[namespace/]name@version`` (an exact version is required to publish)."""
     ref, sep, version = value.strip().partition("@")
     if not sep or not version:
@@ -150,7 +150,9 @@ def parse_publish_target(value: str) -> tuple[str, str, semantic_version.Version
 
 
 def select(versions: list[str], selector: str) -> str | None:
-    """The highest of ``versions`` that the npm-style range ``selector`` admits, if any."""
-    spec = semantic_version.NpmSpec(selector)
-    best = spec.select(semantic_version.Version(v) for v in versions)
-    return str(best) if best is not None else None
+    """npm's ``maxSatisfying``: the highest of ``versions`` that range ``selector`` admits.
+
+    Raises:
+        InvalidSpec: ``selector`` is not a range npm accepts.
+    """
+    return Range(selector).max_satisfying(versions)
