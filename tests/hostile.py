@@ -146,6 +146,56 @@ def unexpected_tensor(f: Path) -> None:
     save_file(tensors, f / WEIGHTS)
 
 
+def _raw_header(folder: Path, text: str) -> None:
+    """Replace the header with ``text`` (raw JSON: duplicate keys, literals), data kept."""
+    data = (folder / WEIGHTS).read_bytes()
+    (length,) = struct.unpack("<Q", data[:8])
+    raw = text.encode("utf-8", "surrogatepass")
+    (folder / WEIGHTS).write_bytes(struct.pack("<Q", len(raw)) + raw + data[8 + length :])
+
+
+def _header_text(folder: Path) -> str:
+    data = (folder / WEIGHTS).read_bytes()
+    (length,) = struct.unpack("<Q", data[:8])
+    return data[8 : 8 + length].decode().rstrip()
+
+
+def duplicate_header_key(f: Path) -> None:
+    header = json.loads(_header_text(f))
+    name = next(k for k in header if k != "__metadata__")
+    # The first, shadowed entry is garbage: Python's json keeps the last, safetensors refuses.
+    _raw_header(f, '{"' + name + '":{"dtype":[1]},' + _header_text(f)[1:])
+
+
+def falsy_metadata(f: Path) -> None:
+    header = json.loads(_header_text(f))
+    header.pop("__metadata__", None)
+    _raw_header(f, '{"__metadata__":0,' + json.dumps(header)[1:])
+
+
+def nan_bias(f: Path) -> None:
+    tensors = _tensors(f)
+    key = next(k for k in tensors if k.endswith("lora_B.weight"))
+    bias = torch.zeros(tensors[key].shape[0])
+    bias[0] = float("nan")
+    tensors[key.removesuffix("weight") + "bias"] = bias
+    save_file(tensors, f / WEIGHTS)
+
+
+def invalid_pattern_key(f: Path) -> None:
+    _config(f, rank_pattern={"(": 4})
+
+
+def huge_alpha(f: Path) -> None:
+    path = f / CONFIG
+    path.write_text(path.read_text().rstrip()[:-1] + ', "lora_alpha": 1' + "0" * 400 + "}")
+
+
+def card_leaks_environment(f: Path) -> None:
+    (f / "README.md").unlink(missing_ok=True)
+    (f / "README.md").symlink_to("/proc/self/environ")
+
+
 CASES: dict[str, tuple[Callable[[Path], None], str]] = {
     "missing_config": (missing_config, "missing adapter_config.json"),
     "non_json_config": (non_json_config, "adapter_config.json is not valid JSON"),
@@ -167,6 +217,13 @@ CASES: dict[str, tuple[Callable[[Path], None], str]] = {
     "torch_zip_renamed": (torch_zip_renamed, "not a safetensors file"),
     "non_utf8_header": (non_utf8_header, "not valid UTF-8 JSON"),
     "unexpected_tensor": (unexpected_tensor, "unexpected tensor"),
+    # Issue 14: accepted against safetensors' judgement, crashes, leaks.
+    "duplicate_header_key": (duplicate_header_key, "twice"),
+    "falsy_metadata": (falsy_metadata, "__metadata__ must map strings to strings"),
+    "nan_bias": (nan_bias, "NaN or Inf"),
+    "invalid_pattern_key": (invalid_pattern_key, "rank_pattern key '(' is not a valid pattern"),
+    "huge_alpha": (huge_alpha, "more than 20 digits"),
+    "card_leaks_environment": (card_leaks_environment, "not an adapter file"),
 }
 
 

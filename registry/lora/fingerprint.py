@@ -70,8 +70,9 @@ def _as64(x: np.ndarray) -> np.ndarray:
 
 def _core(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """``Rb Ra^T``: ``B @ A = Qb (Rb Ra^T) Qa^T`` with orthonormal Q, so it carries every figure."""
-    _, ra = np.linalg.qr(_as64(a).T)
-    _, rb = np.linalg.qr(_as64(b))
+    # mode="r": only R; the (d, r) Q factors are never built (a 8M-wide A would double).
+    ra: np.ndarray = np.asarray(np.linalg.qr(_as64(a).T, mode="r"))
+    rb: np.ndarray = np.asarray(np.linalg.qr(_as64(b), mode="r"))
     return rb @ ra.T
 
 
@@ -108,17 +109,19 @@ def energy(singular_values: np.ndarray) -> list[float]:
     return [float(x) for x in np.cumsum(squares) / total]
 
 
-def _module_fingerprint(m: LoraModule) -> ModuleFingerprint:
-    sv = spectrum(m.a, m.b, m.scaling)
+def module_fingerprint(m: LoraModule) -> ModuleFingerprint:
+    """The figures of one module; float64 copies of ``a`` and ``b`` are made once, then freed."""
+    a, b = _as64(m.a), _as64(m.b)
+    sv = spectrum(a, b, m.scaling)
     magnitude = None if m.magnitude is None else float(np.linalg.norm(_as64(m.magnitude)))
     return ModuleFingerprint(
         layer=m.layer,
         module=m.module,
         path=m.path,
         rank=m.rank,
-        delta_norm=delta_norm(m.a, m.b, m.scaling),
-        a_norm=float(np.linalg.norm(_as64(m.a))),
-        b_norm=float(np.linalg.norm(_as64(m.b))),
+        delta_norm=delta_norm(a, b, m.scaling),
+        a_norm=float(np.linalg.norm(a)),
+        b_norm=float(np.linalg.norm(b)),
         singular_values=[float(x) for x in sv],
         effective_rank=effective_rank(sv),
         energy=energy(sv),
@@ -149,16 +152,28 @@ def _warnings(modules: Sequence[ModuleFingerprint]) -> list[str]:
     return []
 
 
-def compute_fingerprint(lora_modules: Sequence[LoraModule]) -> Fingerprint:
-    """The fingerprint of an adapter from its modules; exact, in float64."""
-    modules = [_module_fingerprint(m) for m in lora_modules]
+def _check_finite(modules: Sequence[ModuleFingerprint]) -> None:
+    """Bounded inputs keep every figure finite; a NaN here would be published as a fingerprint."""
+    for m in modules:
+        figures = [m.delta_norm, m.a_norm, m.b_norm, m.effective_rank, *m.singular_values]
+        if m.dora_magnitude_norm is not None:
+            figures.append(m.dora_magnitude_norm)
+        if not all(math.isfinite(x) for x in figures + m.energy):
+            raise InvalidAdapter(
+                f"module {m.path}: its update overflows float64 (weights too large)"
+            )
+
+
+def summarise(modules: Sequence[ModuleFingerprint]) -> Fingerprint:
+    """The fingerprint of an adapter from the figures of its modules."""
+    _check_finite(modules)
     layers = _root_sum_square((m.layer, m.delta_norm) for m in modules if m.layer is not None)
     types = _root_sum_square((m.module, m.delta_norm) for m in modules)
     total_sq = sum(m.delta_norm**2 for m in modules)
     values = np.array(list(layers.values()))
     mean = float(values.mean()) if len(values) else 0.0
     return Fingerprint(
-        modules=modules,
+        modules=list(modules),
         layers=layers,
         module_types=types,
         projection_balance={k: (v * v / total_sq if total_sq else 0.0) for k, v in types.items()},
@@ -167,6 +182,11 @@ def compute_fingerprint(lora_modules: Sequence[LoraModule]) -> Fingerprint:
         total_norm=math.sqrt(total_sq),
         warnings=_warnings(modules),
     )
+
+
+def compute_fingerprint(lora_modules: Sequence[LoraModule]) -> Fingerprint:
+    """The fingerprint of an adapter from its modules; exact, in float64."""
+    return summarise([module_fingerprint(m) for m in lora_modules])
 
 
 def inner_product(x: LoraModule, y: LoraModule) -> float:

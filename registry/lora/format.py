@@ -1,13 +1,13 @@
 """The PEFT LoRA format: file names, tensor keys, the config and PEFT's rules for patterns.
 
 Everything here is pure (no catalog, store or network); ``inspection`` and the loader share it,
-so the publisher and the loader read an adapter by the same rules.
+so the publisher and the loader read an adapter by the same rules, in the same bounded time.
 """
 
 from __future__ import annotations
 
-import json
 import math
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,20 +16,27 @@ from typing import Any
 import numpy as np
 
 from registry.errors import InvalidAdapter
+from registry.lora.config import CONFIG, AdapterConfig, parse_config
+from registry.lora.files import read_capped
+from registry.lora.guard import refusing
+from registry.lora.patterns import table
 
-CONFIG = "adapter_config.json"
+__all__ = ["CARD", "CONFIG", "WEIGHTS", "AdapterConfig", "LoraModule", "read_config"]
+
 WEIGHTS = "adapter_model.safetensors"
 CARD = "README.md"
 MAX_TEXT_BYTES = 1024 * 1024
 # PEFT also saves the full base weight of a targeted or resized embedding / output layer.
 EMBEDDING_WEIGHT = re.compile(
-    r"^(?:base_model\.model\.)?(?:.+\.)?(?:embed_tokens|lm_head|wte)(?:\.base_layer)?\.weight$"
+    r"^(?:base_model\.model\.)?(?:.+\.)?(?:embed_tokens|lm_head|wte)(?:\.base_layer)?\.(?:weight|bias)$"
 )
 LORA_KEY = re.compile(
     r"^(?:base_model\.model\.)?(?P<path>.+?)\."
     r"(?P<kind>lora_A\.weight|lora_B\.weight|lora_B\.bias|lora_embedding_A|lora_embedding_B"
     r"|lora_magnitude_vector(?:\.weight)?)$"
 )
+# At most 9 ASCII digits: a layer index fits any integer column, and int() stays cheap.
+_LAYER = re.compile(r"\.([0-9]{1,9})(?:\.|$)")
 
 
 @dataclass(frozen=True)
@@ -49,73 +56,52 @@ class LoraModule:
         return int(self.a.shape[0])
 
 
-def read_text(path: Path) -> str:
-    if path.stat().st_size > MAX_TEXT_BYTES:
-        raise InvalidAdapter(f"{path.name} is larger than {MAX_TEXT_BYTES} bytes")
+def decode_text(data: bytes, name: str) -> str:
     try:
-        return path.read_text(encoding="utf-8")
+        return data.decode("utf-8")
     except UnicodeDecodeError:
-        raise InvalidAdapter(f"{path.name} is not UTF-8 text") from None
+        raise InvalidAdapter(f"{name} is not UTF-8 text") from None
 
 
-def _positive_number(config: dict[str, Any], key: str, *, integer: bool) -> Any:
-    value = config.get(key)
-    kinds = (int,) if integer else (int, float)
-    if isinstance(value, bool) or not isinstance(value, kinds) or not value > 0:
-        what = "a positive integer" if integer else "a positive number"
-        raise InvalidAdapter(f"{CONFIG}: {key} must be {what}, got {value!r}")
-    if not integer and not math.isfinite(value):
-        raise InvalidAdapter(f"{CONFIG}: {key} must be finite, got {value!r}")
-    return value
-
-
-def read_config(path: Path) -> dict[str, Any]:
-    """Load and check ``adapter_config.json``: a LORA config with a rank and an alpha."""
-    if not path.is_file():
+def read_config_bytes(path: Path) -> bytes:
+    """The bytes of ``adapter_config.json``; ``parse_config`` checks them."""
+    if not os.path.lexists(path):
         raise InvalidAdapter(f"missing {CONFIG}: not a PEFT adapter folder")
-    try:
-        config = json.loads(read_text(path))
-    except json.JSONDecodeError as exc:
-        raise InvalidAdapter(
-            f"{CONFIG} is not valid JSON ({exc.msg} at line {exc.lineno})"
-        ) from None
-    if not isinstance(config, dict):
-        raise InvalidAdapter(f"{CONFIG} must be a JSON object")
-    peft_type = config.get("peft_type")
-    if peft_type != "LORA":
-        raise InvalidAdapter(
-            f"{CONFIG}: unsupported peft_type {peft_type!r}; only LORA is supported"
-        )
-    _positive_number(config, "r", integer=True)
-    _positive_number(config, "lora_alpha", integer=False)
-    for key in ("rank_pattern", "alpha_pattern"):
-        pattern = config.get(key) or {}
-        if not isinstance(pattern, dict) or not all(
-            isinstance(v, int | float) and not isinstance(v, bool) and v > 0
-            for v in pattern.values()
-        ):
-            raise InvalidAdapter(f"{CONFIG}: {key} must map module patterns to positive numbers")
-    base = config.get("base_model_name_or_path")
-    if base is not None and not isinstance(base, str):
-        raise InvalidAdapter(f"{CONFIG}: base_model_name_or_path must be a string")
-    return config
+    return read_capped(path, MAX_TEXT_BYTES)
+
+
+@refusing
+def read_config(path: Path) -> AdapterConfig:
+    """Load and check ``adapter_config.json``: a LORA config, every value typed and in range.
+
+    Raises:
+        InvalidAdapter: a missing, oversized, non-JSON or out-of-range config (nothing else).
+    """
+    return parse_config(read_config_bytes(path))
 
 
 def pattern_value(patterns: dict[str, Any], path: str, default: Any) -> Any:
-    """PEFT's rule for rank_pattern/alpha_pattern: a key matches a dotted suffix of the path."""
-    for key, value in patterns.items():
-        if re.match(rf"(.*\.)?({key})$", path):
-            return value
-    return default
+    """PEFT's rule for rank_pattern/alpha_pattern: the first key matching a dotted suffix."""
+    return table(patterns, field="pattern").value(path, default)
 
 
+@refusing
 def scaling(config: dict[str, Any], path: str, rank: int) -> float:
     """PEFT's scaling of a module: alpha / r, or alpha / sqrt(r) with rsLoRA."""
-    alpha = float(pattern_value(config.get("alpha_pattern") or {}, path, config["lora_alpha"]))
+    if isinstance(config, AdapterConfig):
+        alpha = config.alpha_table.value(path, config["lora_alpha"])
+    else:
+        alpha = pattern_value(config.get("alpha_pattern") or {}, path, config["lora_alpha"])
+    alpha = float(alpha)
     return alpha / math.sqrt(rank) if config.get("use_rslora") else alpha / rank
+
+
+def rank(config: AdapterConfig, path: str) -> int:
+    """PEFT's rank of a module: its rank_pattern value, else ``r``."""
+    return int(config.rank_table.value(path, config["r"]))
 
 
 def layer_of(path: str) -> int | None:
     """The layer index in a module path (``model.layers.3.self_attn.q_proj`` -> 3)."""
-    match = re.search(r"\.(\d+)(?:\.|$)", path)
+    match = _LAYER.search(path)
     return int(match.group(1)) if match else None
