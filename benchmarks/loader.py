@@ -258,6 +258,29 @@ class Bench:
         )
         row("forward 8x32, one role active (PEFT)", ours, theirs, "no slower")
 
+    def half(self) -> None:
+        """A bfloat16 model: float32 adapters (the default, PEFT's numerics) cost against
+        bfloat16 ones (``dtype=torch.bfloat16``), and against PEFT's default on the same model."""
+        model = copy.deepcopy(self.model).to(torch.bfloat16)
+        name = self.names[0]
+        ids = torch.randint(0, 49152, (8, 32), device=self.device)
+        default = RoleSet(copy.deepcopy(model), registry=self.registry)
+        narrow = RoleSet(copy.deepcopy(model), registry=self.registry, dtype=torch.bfloat16)
+        for roles in (default, narrow):
+            roles.load(name)
+            roles.switch(name)
+        reference = PeftModel.from_pretrained(copy.deepcopy(model), self.cached[name]).eval()
+        ours, bf16, theirs = medians(
+            Timed(self.timed(lambda: default.model(ids))),
+            Timed(self.timed(lambda: narrow.model(ids))),
+            Timed(self.timed(lambda: reference(ids))),
+            repeat=self.repeat,
+        )
+        row("forward 8x32 bf16 model: f32 vs bf16 adapters", ours, bf16, "cost of the numerics")
+        row("forward 8x32 bf16 model: f32 adapters (PEFT)", ours, theirs, "no slower")
+        for roles in (default, narrow):
+            roles.close()
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -284,6 +307,7 @@ def main() -> None:
         bench.batch(32)
         bench.batch(1)
         bench.single()
+        bench.half()
         bench.registry.close()
 
 

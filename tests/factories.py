@@ -53,6 +53,8 @@ def make_adapter(
     dtype: torch.dtype = torch.float32,
     base_model: str | None = TINY_BASE,
     model: torch.nn.Module | None = None,
+    std: float = 0.1,
+    save_embedding_layers: bool | str = "auto",
     **lora: Any,
 ) -> Path:
     """Save a PEFT LoRA adapter to ``dest``; ``trained`` gives lora_B random (non-zero) values."""
@@ -65,9 +67,9 @@ def make_adapter(
         with torch.no_grad():
             for name, param in peft_model.named_parameters():
                 if "lora_" in name:
-                    param.copy_(torch.randn(param.shape, generator=generator) * 0.1)
+                    param.copy_(torch.randn(param.shape, generator=generator) * std)
     peft_model = peft_model.to(dtype)
-    peft_model.save_pretrained(dest)
+    peft_model.save_pretrained(dest, save_embedding_layers=save_embedding_layers)
     config_path = dest / "adapter_config.json"
     saved = json.loads(config_path.read_text())
     saved["base_model_name_or_path"] = base_model

@@ -30,7 +30,10 @@ _DTYPES = {
     "F32": torch.float32,
     "F64": torch.float64,
 }
+_PREFIX = "base_model.model."
 _KEY = re.compile(r"^(?:base_model\.model\.)?(?P<path>.+)\.(?P<kind>lora_A|lora_B)\.weight$")
+_EMBEDDING = re.compile(r"^(?:base_model\.model\.)?(?P<path>.+)\.lora_embedding_[AB]$")
+_HALF = (torch.float16, torch.bfloat16)
 # LoraConfig options that change the forward pass beyond ``B @ A``: refused, not approximated.
 _UNSUPPORTED = {
     "use_dora": "DoRA (use_dora)",
@@ -81,6 +84,16 @@ class ModulePlan:
     @property
     def rank(self) -> int:
         return self.a.shape[0]
+
+
+@dataclass(frozen=True)
+class Carried:
+    """A base-model tensor saved beside the LoRA weights (PEFT's ``save_embedding_layers``)."""
+
+    name: str
+    target: str
+    own: torch.Tensor
+    ref: TensorRef
 
 
 @dataclass(frozen=True)
@@ -144,7 +157,9 @@ def _header(path: Path) -> tuple[dict[str, Any], int, int]:
     return header, 8 + length, size
 
 
-def _tensor(path: Path, name: str, raw: Any, start: int, size: int) -> TensorRef:
+def _tensor(
+    path: Path, name: str, raw: Any, start: int, size: int, *, matrix: bool = True
+) -> TensorRef:
     try:
         first, last = raw["data_offsets"]
         begin, end = start + int(first), start + int(last)
@@ -152,26 +167,88 @@ def _tensor(path: Path, name: str, raw: Any, start: int, size: int) -> TensorRef
     except (KeyError, TypeError, ValueError):
         raise InvalidAdapter(f"{path.name}: tensor {name} has a malformed header entry") from None
     span = math.prod(ref.shape) * ref.dtype.itemsize
-    if len(ref.shape) != 2 or not start <= begin <= end <= size or end - begin != span:
-        raise InvalidAdapter(f"{path.name}: tensor {name} is not a matrix inside the file")
+    if (matrix and len(ref.shape) != 2) or not start <= begin <= end <= size or end - begin != span:
+        what = "a matrix" if matrix else "a tensor"
+        raise InvalidAdapter(f"{path.name}: tensor {name} is not {what} inside the file")
     return ref
 
 
-def _pairs(path: Path, label: str) -> tuple[dict[str, dict[str, TensorRef]], int]:
-    """``{module path: {"lora_A": ref, "lora_B": ref}}`` from the header, and the file size."""
+def _own_tensor(name: str, modules: Mapping[str, nn.Module]) -> tuple[str, torch.Tensor] | None:
+    """The model's parameter that a saved base-layer tensor copies (``lm_head.base_layer.weight``
+    is ``lm_head.weight`` under PEFT's wrapper), or None when the model has no such tensor."""
+    owner, _, attr = name.removeprefix(_PREFIX).rpartition(".")
+    owner = owner.removesuffix(".base_layer")
+    tensor = getattr(modules.get(owner), attr, None) if owner else None
+    return (f"{owner}.{attr}", tensor) if isinstance(tensor, torch.Tensor) else None
+
+
+def _refuse_embedding_lora(header: Mapping[str, Any], label: str) -> None:
+    for name in header:
+        match = _EMBEDDING.match(name)
+        if match is not None:
+            raise InvalidAdapter(
+                f"{label}: LoRA on the embedding {match['path']} (lora_embedding_A/B) is not "
+                "supported; RoleSet adapts Linear and Conv1D modules only"
+            )
+
+
+def _pairs(
+    path: Path, modules: Mapping[str, nn.Module], label: str
+) -> tuple[dict[str, dict[str, TensorRef]], list[Carried], int]:
+    """``{module path: {"lora_A": ref, "lora_B": ref}}``, the base-model tensors saved beside
+    them, and the file size."""
     header, start, size = _header(path)
+    _refuse_embedding_lora(header, label)
     pairs: dict[str, dict[str, TensorRef]] = {}
+    carried: list[Carried] = []
     for name, raw in header.items():
         match = _KEY.match(name)
-        if match is None:
+        if match is not None:
+            ref = _tensor(path, name, raw, start, size)
+            pairs.setdefault(match["path"], {})[match["kind"]] = ref
+            continue
+        own = _own_tensor(name, modules)
+        if own is None:
             raise InvalidAdapter(
-                f"{label}: {WEIGHTS} holds {name}, which is not a lora_A/lora_B weight; RoleSet "
-                "loads plain LoRA on Linear and Conv1D modules only"
+                f"{label}: {WEIGHTS} holds {name}, which is neither a lora_A/lora_B weight nor "
+                "a tensor of this model; RoleSet loads plain LoRA on Linear and Conv1D modules"
             )
-        pairs.setdefault(match["path"], {})[match["kind"]] = _tensor(path, name, raw, start, size)
+        ref = _tensor(path, name, raw, start, size, matrix=False)
+        carried.append(Carried(name, own[0], own[1], ref))
     if not pairs:
         raise InvalidAdapter(f"{label}: {WEIGHTS} holds no LoRA weights")
-    return pairs, size
+    return pairs, carried, size
+
+
+def _check_carried(path: Path, carried: list[Carried], label: str) -> None:
+    """PEFT saves a targeted lm_head's or embedding's own weights beside the LoRA (its default,
+    ``save_embedding_layers="auto"``) and loads them into the model, under every adapter: loaded
+    here when that would change nothing (equal in the model's dtype), refused otherwise."""
+    if not carried:
+        return
+    with path.open("rb") as fh:
+        for each in carried:
+            ref, own = each.ref, each.own.detach()
+            if ref.shape != tuple(own.shape):
+                raise InvalidAdapter(
+                    f"{label}: {WEIGHTS} carries {each.name} of shape {list(ref.shape)}, but this "
+                    f"model's {each.target} is {list(own.shape)} (resized embeddings?); RoleSet "
+                    "does not replace base-model weights"
+                )
+            fh.seek(ref.start)
+            raw = bytearray(fh.read(ref.end - ref.start))
+            saved = torch.frombuffer(raw, dtype=torch.uint8).view(ref.dtype).view(ref.shape)
+            if not torch.equal(saved.to(own.device, own.dtype), own):
+                diff = (saved.double() - own.double().cpu()).abs().max().item()
+                dtypes = "" if ref.dtype == own.dtype else (
+                    f", {str(ref.dtype)[6:]} in the file, {str(own.dtype)[6:]} in the model"
+                )  # fmt: skip
+                raise InvalidAdapter(
+                    f"{label}: {WEIGHTS} carries {each.name} (PEFT's save_embedding_layers), which "
+                    f"differs from this model's {each.target} (max |diff| {diff:.3g}{dtypes}); "
+                    "RoleSet does not replace base-model weights: load it onto the model it was "
+                    "saved from"
+                )
 
 
 def _module_plan(
@@ -216,8 +293,9 @@ def plan_adapter(
     _check_config(config, label)
     if not allow_base_mismatch:
         _check_base(config, model, label)
-    pairs, size = _pairs(folder / WEIGHTS, label)
+    pairs, carried, size = _pairs(folder / WEIGHTS, modules, label)
     plans = [_module_plan(path, refs, modules, config, label) for path, refs in pairs.items()]
+    _check_carried(folder / WEIGHTS, carried, label)
     return AdapterPlan(folder / WEIGHTS, size, plans)
 
 
@@ -227,6 +305,14 @@ def model_dtype(model: nn.Module) -> torch.dtype:
     if isinstance(dtype, torch.dtype) and dtype.is_floating_point:
         return dtype
     return next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
+
+
+def adapter_dtype(model: nn.Module) -> torch.dtype:
+    """PEFT's default (``autocast_adapter_dtype=True``): float32 adapters on a float16 or
+    bfloat16 model, the model's own dtype otherwise. In half precision the low-rank product of
+    a small rank with a large alpha loses about as much as the adapter adds (issue 21)."""
+    dtype = model_dtype(model)
+    return torch.float32 if dtype in _HALF else dtype
 
 
 def model_device(model: nn.Module) -> torch.device:

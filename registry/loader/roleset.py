@@ -21,14 +21,14 @@ from registry.errors import NotFound, RegistryError
 from registry.interfaces import AdapterRegistry
 from registry.loader.adapter import (
     ModulePlan,
+    adapter_dtype,
     model_device,
-    model_dtype,
     model_id,
     plan_adapter,
 )
 from registry.loader.arena import Arena, Copy, Planned, Staging
 from registry.loader.follow import Follower
-from registry.loader.sites import BASE, MIX, ONE, ROWS, Site, State
+from registry.loader.sites import BASE, MIX, ONE, ROWS, Site, State, batch_rows
 from registry.loader.sources import Source, lock_source, registry_source
 from registry.schemas import Resolution
 from registry.settings import Settings
@@ -82,7 +82,8 @@ class RoleSet:
                 from the cache, with no catalog; ``registry`` then only fetches missing blobs.
             device: where adapter weights live; default: each adapted module's own device.
             max_resident: evict the least recently used inactive role beyond this many.
-            dtype: adapter weights' dtype; default: the model's.
+            dtype: adapter weights' dtype, the one the LoRA maths runs in; default: PEFT's,
+                the model's dtype but float32 on a float16/bfloat16 model.
         """
         if max_resident is not None and max_resident < 1:
             raise RegistryError(f"max_resident must be at least 1, got {max_resident}")
@@ -110,7 +111,7 @@ class RoleSet:
         self._modules: dict[str, nn.Module] = dict(model.named_modules())
         self._model_id = model_id(model)
         self._device = torch.device(device) if device is not None else None
-        self._dtype = dtype or model_dtype(model)
+        self._dtype = dtype or adapter_dtype(model)
         self._pin = (self._device or model_device(model)).type == "cuda"
         self._state = State()
         self._sites: dict[str, Site] = {}
@@ -238,10 +239,12 @@ class RoleSet:
 
     @_normal_tensors
     def mix(self, weights: Mapping[str, float]) -> None:
-        """Activate a weighted mixture, exactly PEFT's ``add_weighted_adapter(..., "cat")``.
+        """Activate a weighted mixture: the exact weighted sum of the roles' updates.
 
         The update is ``sum_i w_i * scaling_i * B_i @ A_i`` (concatenated ranks), built once
-        here; the roles stay resident and can be switched to on their own.
+        here: PEFT with these adapters active together, each scaling times its weight. PEFT's
+        ``add_weighted_adapter(..., "cat")`` differs when its first adapter uses rsLoRA or
+        ``layers_to_transform`` (see the README). The roles stay resident and switchable.
 
         Raises:
             NotFound: a role is not resident.
@@ -322,7 +325,7 @@ class RoleSet:
             self.apply_updates()
         if adapter_names is None:
             return self.model(*args, **kwargs)
-        with self._batch(adapter_names, expand=False):
+        with self._batch(adapter_names, expand=False, batch=batch_rows(args, kwargs)):
             return self.model(*args, **kwargs)
 
     __call__ = forward
@@ -336,7 +339,7 @@ class RoleSet:
         generate: Callable[..., Any] = self.model.generate  # type: ignore[assignment]
         if adapter_names is None:
             return generate(*args, **kwargs)
-        with self._batch(adapter_names, expand=True):
+        with self._batch(adapter_names, expand=True, batch=batch_rows(args, kwargs)):
             return generate(*args, **kwargs)
 
     def close(self) -> None:
@@ -426,7 +429,9 @@ class RoleSet:
         for module in sorted(planned.plan.modules, key=lambda m: m.a.start):
             site = self._sites.get(module.path)
             if site is None:
-                site = Site(module.module, module.d_in, module.d_out, state=self._state)
+                site = Site(
+                    module.module, module.d_in, module.d_out, state=self._state, path=module.path
+                )
                 self._sites[module.path] = site
             groups.setdefault(self._arena(module), []).append((module, site))
         for arena, pairs in groups.items():
@@ -466,12 +471,17 @@ class RoleSet:
         return data
 
     @contextmanager
-    def _batch(self, names: Sequence[str], *, expand: bool) -> Iterator[None]:
+    def _batch(self, names: Sequence[str], *, expand: bool, batch: int | None) -> Iterator[None]:
+        """Give each row its role for one call; refused before the forward on a count mismatch,
+        and the eviction order moves only when the call succeeded."""
         if not names:
             raise RegistryError("adapter_names must name one role (or '__base__') per row")
         rows = [0 if name == BASE_NAME else self._role(name).slot for name in names]
-        for name in set(names) - {BASE_NAME}:
-            self._roles.move_to_end(name)
+        if batch is not None and batch != len(names):
+            raise RegistryError(
+                f"adapter_names has {len(names)} entries but the batch has {batch} rows; "
+                "give one name per row"
+            )
         state = self._state
         saved = state.mode
         state.set_rows(rows, expand=expand)
@@ -481,3 +491,6 @@ class RoleSet:
         finally:
             state.mode = saved
             state.set_rows([], expand=False)
+        for name in dict.fromkeys(names):
+            if name != BASE_NAME:
+                self._roles.move_to_end(name)

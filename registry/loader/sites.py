@@ -56,6 +56,14 @@ def zero(tensor: torch.Tensor) -> None:
         tensor.zero_()
 
 
+def batch_rows(args: tuple[Any, ...], kwargs: dict[str, Any]) -> int | None:
+    """The batch size of a ``forward``/``generate`` call, when its inputs show it."""
+    for given in (args[0] if args else None, kwargs.get("input_ids"), kwargs.get("inputs_embeds")):
+        if isinstance(given, torch.Tensor) and given.dim() >= 2:
+            return int(given.shape[0])
+    return None
+
+
 class State:
     """What every hook reads on each forward; a switch writes ``mode`` and ``slot`` only."""
 
@@ -66,24 +74,27 @@ class State:
         self.slot = 0
         self.rows: list[int] = []
         self.expand = False
-        self._rows_on: dict[tuple[torch.device, int], torch.Tensor] = {}
+        self._rows_on: dict[tuple[torch.device, int, bool], torch.Tensor] = {}
 
     def set_rows(self, rows: list[int], *, expand: bool) -> None:
         self.rows, self.expand = rows, expand
         self._rows_on.clear()
 
-    def rows_on(self, device: torch.device, batch: int) -> torch.Tensor:
-        """The slot of each row of a mixed batch on ``device``, made once per batch and device."""
-        key = (device, batch)
+    def rows_on(self, device: torch.device, count: int, *, flat: bool, where: str) -> torch.Tensor:
+        """The slot of each of a module's ``count`` input rows, made once per batch and device.
+
+        generate() repeats each prompt for beams or return sequences, row by row; modules that
+        see flattened tokens (OPT's fc1/fc2 get (batch * seq, d)) get each row's tokens in turn.
+        """
+        key = (device, count, flat)
         rows = self._rows_on.get(key)
         if rows is None:
             n = len(self.rows)
-            # generate() repeats each prompt for beams or return sequences, row by row.
-            repeat = batch // n if self.expand and batch % n == 0 else 1
-            if n * repeat != batch:
+            repeat = count // n if (self.expand or flat) and count % n == 0 else 1
+            if n * repeat != count:
                 raise RegistryError(
-                    f"adapter_names has {n} entries but the batch has {batch} rows; "
-                    "give one name per row"
+                    f"adapter_names has {n} entries but {where} sees {count} rows, which do not "
+                    "split into one run per entry; give one name per row of the batch"
                 )
             rows = torch.tensor(self.rows, device=device).repeat_interleave(repeat)
             self._rows_on[key] = rows
@@ -93,8 +104,10 @@ class State:
 class Site:
     """One adapted module: all resident roles' A and B, stacked by slot, as views of an arena."""
 
-    def __init__(self, module: nn.Module, d_in: int, d_out: int, *, state: State) -> None:
-        self.d_in, self.d_out = d_in, d_out
+    def __init__(
+        self, module: nn.Module, d_in: int, d_out: int, *, state: State, path: str = ""
+    ) -> None:
+        self.d_in, self.d_out, self.path = d_in, d_out, path or type(module).__name__
         self.state = state
         self.a = torch.zeros(0, 0, d_in)  # bound to the arena's views before the first role
         self.b = torch.zeros(0, d_out, 0)
@@ -159,17 +172,21 @@ class Site:
     def _mixed(self, x: torch.Tensor) -> torch.Tensor:
         """Each row through its own role in one batched product; base rows hit the zero slot."""
         n = x.shape[0]
-        rows = self.state.rows_on(self.a.device, n)
+        rows = self.state.rows_on(self.a.device, n, flat=x.dim() == 2, where=self.path)
         if self.scales is None:
             with torch.inference_mode(False):  # cached: must outlive an inference-mode call
                 self.scales = torch.tensor(self.scale, dtype=self.a.dtype, device=self.a.device)
         a = self.a.index_select(0, rows).transpose(1, 2)  # (n, d_in, R)
         b = self.b.index_select(0, rows).transpose(1, 2)  # (n, R, d_out)
-        z = torch.matmul(x.reshape(n, -1, self.d_in).to(a.dtype), a)
-        z = z * self.scales.index_select(0, rows).view(n, 1, 1)
-        return torch.matmul(z, b).reshape(*x.shape[:-1], self.d_out)
+        z = torch.matmul(torch.matmul(x.reshape(n, -1, self.d_in).to(a.dtype), a), b)
+        # Scaled after B, as PEFT's _mixed_batch_forward does.
+        return (z * self.scales.index_select(0, rows).view(n, 1, 1)).reshape(
+            *x.shape[:-1], self.d_out
+        )
 
     def __call__(self, module: nn.Module, args: tuple[Any, ...], out: torch.Tensor) -> Any:
+        # PEFT's lora.Linear.forward: x cast to the adapter's dtype, ``B(A(x)) * scaling`` in
+        # it, added to the base output in the wider of the two dtypes, the sum cast back once.
         state = self.state
         mode = state.mode
         if mode == ONE:
@@ -178,14 +195,15 @@ class Site:
             if lora is None:
                 return None
             a, b = lora
-            # The same operations, in the same order, as PEFT's lora.Linear.forward.
             delta = F.linear(F.linear(args[0].to(a.dtype), a), b) * self.scale[slot]
-            return out + delta.to(out.dtype)
+            return (out + delta).to(out.dtype)
         if mode == MIX:
             if self.mix is None:
                 return None
             a, b = self.mix
-            return out + F.linear(F.linear(args[0].to(a.dtype), a), b).to(out.dtype)
+            return (out + F.linear(F.linear(args[0].to(a.dtype), a), b)).to(out.dtype)
         if mode == ROWS:
-            return out + self._mixed(args[0]).to(out.dtype)
+            # Rounded once, as for a role alone: each row gets the bits it gets on its own
+            # (PEFT's mixed batches round the update first, a little further from float32).
+            return (out + self._mixed(args[0])).to(out.dtype)
         return None
