@@ -28,8 +28,14 @@ def _sqlite_foreign_keys(connection: Connection, on: bool) -> None:
 def run_migrations_online() -> None:
     with _engine().connect() as connection:
         sqlite = connection.dialect.name == "sqlite"
+        # transactional_ddl: SQLite has it, and one transaction for the whole run (its write
+        # lock taken up front by registry.catalog.db.upgrade) lets concurrent first-use
+        # migrations take turns; Alembic's SQLite default commits after every revision.
         context.configure(
-            connection=connection, target_metadata=Base.metadata, render_as_batch=sqlite
+            connection=connection,
+            target_metadata=Base.metadata,
+            render_as_batch=sqlite,
+            transactional_ddl=True,
         )
         # SQLite's batch mode rebuilds a table (copy, drop, rename); with foreign keys enforced,
         # the drop fails once other tables' rows reference it. So they are off while migrating,

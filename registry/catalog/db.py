@@ -2,23 +2,26 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, Engine, create_engine, event, inspect
-from sqlalchemy.engine import make_url
+from sqlalchemy import Connection, Engine, create_engine, event, inspect, text
+from sqlalchemy.engine import ExceptionContext, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 import migrations
+from registry.catalog.revision import HEAD_REVISION
 from registry.errors import RegistryError, Unreachable
 
+if TYPE_CHECKING:
+    from alembic.config import Config
+
+# Alembic (0.25 s to import) is loaded only to migrate: checking that the schema is current
+# compares the stored revision with HEAD_REVISION (issue 16: the CLI's start-up budget).
 MIGRATIONS = Path(migrations.__file__).parent
 SQLITE_BUSY_MS = 15_000
 WRITE_OPTION = "stance_write"
@@ -43,6 +46,19 @@ def _sqlite_begin(conn: Connection) -> None:
     conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
 
 
+def _unreachable(context: ExceptionContext) -> None:
+    """The one translation of a lost catalog for every caller: a database that is down,
+    restarting or cut off raises Unreachable (HTTP 503, CLI exit 1), not a driver error."""
+    if context.is_pre_ping:
+        return  # the pool's own probe: it reconnects past a dead connection by itself
+    if context.is_disconnect or context.connection is None:  # lost, or never connected
+        # The driver's text names hosts and ports: logged for the operator, not sent to clients.
+        logging.getLogger(__name__).warning("catalog unreachable: %s", context.original_exception)
+        raise Unreachable(
+            "the catalog database is unreachable (down, restarting or cut off): try again"
+        ) from context.original_exception
+
+
 def make_engine(url: str) -> Engine:
     """An engine for ``url``; SQLite gets WAL, foreign keys and a busy timeout."""
     parsed = make_url(url)
@@ -59,13 +75,19 @@ def make_engine(url: str) -> Engine:
         )
         event.listen(engine, "connect", _sqlite_connect)
         event.listen(engine, "begin", _sqlite_begin)
-        return engine
-    if parsed.get_backend_name() == "postgresql" and parsed.drivername == "postgresql":
-        url = parsed.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
-    return create_engine(url, pool_pre_ping=True, pool_size=POOL_SIZE // 4, max_overflow=POOL_SIZE)
+    else:
+        if parsed.get_backend_name() == "postgresql" and parsed.drivername == "postgresql":
+            url = parsed.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
+        engine = create_engine(
+            url, pool_pre_ping=True, pool_size=POOL_SIZE // 4, max_overflow=POOL_SIZE
+        )
+    event.listen(engine, "handle_error", _unreachable)
+    return engine
 
 
 def alembic_config(engine: Engine) -> Config:
+    from alembic.config import Config
+
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     config.attributes["engine"] = engine
@@ -73,26 +95,45 @@ def alembic_config(engine: Engine) -> Config:
 
 
 def head_revision() -> str | None:
+    """Alembic's own head, read from the migration scripts (``HEAD_REVISION`` is its copy)."""
+    from alembic.script import ScriptDirectory
+
     return ScriptDirectory(str(MIGRATIONS)).get_current_head()
+
+
+def _stored_revision(conn: Connection) -> str | None:
+    # What Alembic's MigrationContext.get_current_revision reads, without importing Alembic.
+    if not inspect(conn).has_table("alembic_version"):
+        return None
+    return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
 
 
 def current_revision(engine: Engine) -> str | None:
     try:
         with engine.connect() as conn:
-            return MigrationContext.configure(conn).get_current_revision()
+            return _stored_revision(conn)
     except Exception as exc:  # the driver's own errors vary; the message names the URL
         raise Unreachable(f"cannot reach the catalog at {engine.url!r}: {exc}") from exc
 
 
 def upgrade(engine: Engine, revision: str = "head") -> None:
     """Migrate the catalog to ``revision`` with Alembic (the only way the schema changes)."""
-    command.upgrade(alembic_config(engine), revision)
+    from alembic import command
+
+    # One write transaction, its lock taken up front (BEGIN IMMEDIATE on SQLite): processes
+    # that all find a new catalog migrate in turn, the later ones finding it current. Sixteen
+    # first-use publishers otherwise met "database is locked" (issue 14).
+    writer = engine.execution_options(**{WRITE_OPTION: True})
+    command.upgrade(alembic_config(writer), revision)
 
 
 def ensure_schema(engine: Engine) -> None:
     """Upgrade an empty or embedded (SQLite) catalog; refuse to silently migrate a shared one."""
     current = current_revision(engine)
-    if current == head_revision():
+    if current == HEAD_REVISION:
+        return  # the common case, without importing Alembic
+    head = head_revision()  # the scripts decide, should HEAD_REVISION lag behind a new migration
+    if current == head:
         return
     with engine.connect() as conn:
         empty = not inspect(conn).get_table_names()
@@ -101,7 +142,7 @@ def ensure_schema(engine: Engine) -> None:
         return
     raise RegistryError(
         f"the catalog schema is at {current or 'an unknown revision'}, not "
-        f"{head_revision()}: run `stance db upgrade`"
+        f"{head}: run `stance db upgrade`"
     )
 
 
