@@ -7,15 +7,15 @@ from __future__ import annotations
 
 import re
 from datetime import timedelta
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.filesize import decimal
-from rich.table import Table
 
 from cli.context import embedded_registry
 from cli.output import emit, errors, stdout
-from registry.catalog.gc import Collection
+
+if TYPE_CHECKING:
+    from registry.catalog.gc import Collection
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
@@ -30,6 +30,9 @@ def parse_duration(text: str) -> timedelta:
 
 
 def _print(result: Collection) -> None:
+    from rich.filesize import decimal
+    from rich.table import Table
+
     verb = "would free" if result.dry_run else "freed"
     if result.blobs:
         table = Table("digest", "bytes", "last modified")

@@ -1,65 +1,138 @@
-"""``stance``: publish, find, pin and pull LoRA adapters (see ``stance --help``)."""
+"""``stance``: publish, find, pin and pull LoRA adapters (see ``stance --help``).
+
+Start-up matters (``stance resolve`` has 0.3 s in all, issue 16): this module imports only
+Typer; each command imports the registry modules it uses inside its body.
+"""
 
 from __future__ import annotations
 
-import os
-import socket
-from datetime import timedelta
+import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.table import Table
 
-from cli import pinning, report
-from cli.context import embedded_registry, open_registry, overrides, settings
+from cli import context, pinning, serving
+from cli.compare import compare
 from cli.gc import gc
-from cli.output import emit, errors, stdout, warn
-from registry.catalog.db import current_revision, make_engine, open_catalog, upgrade
-from registry.lora.inspection import inspect_dir
-from registry.schemas import SearchQuery
+from cli.group import StanceCommand, StanceGroup
+from cli.output import emit, errors, local_hint, say, stdout, warn
+from cli.serve import serve
 
-app = typer.Typer(
+if TYPE_CHECKING:
+    from registry.manifest import FileEntry
+
+PUBLISH, COMPARE, CURATE, PIN, OPERATE = (
+    "Publish and find",
+    "Compare",
+    "Curate",
+    "Pin a service",
+    "Operate a registry",
+)
+EXAMPLES = """Examples:
+  stance publish ./out curious-uncertainty@1.2.0 --alias staging
+  stance search curious
+  stance show curious-uncertainty@staging
+  stance resolve 'curious-uncertainty@^1.2' --json
+  stance pull curious-uncertainty@prod -o ./roles/curious
+  stance --registry http://registry:8080 pull team-a/engaged-difficulty
+
+Exit codes: 0 success, 1 registry error, 2 bad usage. Every command takes --json."""
+
+
+class _Stance(typer.Typer):
+    """The ``stance`` executable: a plain ``stance resolve SPEC [--json]`` skips building the
+    command tree, whose parameters Typer coerces through pydantic (~0.15 s, half the start-up
+    budget of issue 16); every other command line goes through Typer as usual."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        plain = _plain_resolve(sys.argv[1:]) if not args and not kwargs else None
+        if plain is None:
+            return super().__call__(*args, **kwargs)
+        try:
+            resolve(*plain)
+        except typer.Exit as exc:
+            sys.exit(exc.exit_code)
+        sys.exit(0)
+
+
+def _plain_resolve(argv: list[str]) -> tuple[str, bool] | None:
+    """``resolve SPEC`` with an optional ``--json`` on either side; None for anything else."""
+    if not argv or argv[0] != "resolve" or len(argv) > 3:
+        return None
+    rest = [a for a in argv[1:] if a != "--json"]
+    if len(rest) != 1 or rest[0].startswith("-") or len(argv) - len(rest) > 2:
+        return None
+    return rest[0], len(argv) == 3
+
+
+app = _Stance(
+    cls=StanceGroup,
     help="Registry for LoRA adapters: publish, discover, pin and pull exact versions.",
+    epilog=EXAMPLES,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-db_app = typer.Typer(help="Catalog schema.", no_args_is_help=True)
-token_app = typer.Typer(
-    help="API tokens (needs the catalog itself: the operator's path).", no_args_is_help=True
-)
-alias_app = typer.Typer(
-    help="Mutable, audited pointers such as prod or staging.", no_args_is_help=True
-)
-app.add_typer(db_app, name="db")
-app.add_typer(alias_app, name="alias")
-app.add_typer(token_app, name="token")
-app.command()(gc)
-for command in (pinning.lock, pinning.sync, pinning.verify, pinning.export):
-    app.command()(command)
 
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print exactly one JSON document.")]
-SpecArg = Annotated[str, typer.Argument(help="[namespace/]name[@version|range|alias|digest]")]
-RefArg = Annotated[str, typer.Argument(help="[namespace/]name")]
+
+def _group(help_text: str) -> typer.Typer:
+    return typer.Typer(cls=StanceGroup, help=help_text, no_args_is_help=True)
+
+
+db_app = _group("Catalog schema.")
+token_app = _group("API tokens (needs the catalog itself: the operator's path).")
+alias_app = _group("Mutable, audited pointers such as prod or staging.")
+
+
+def command(where: typer.Typer = app, name: str | None = None, **options: Any) -> Any:
+    return where.command(name, cls=StanceCommand, **options)
+
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print exactly one JSON document on stdout.")]
+SpecArg = Annotated[
+    str,
+    typer.Argument(
+        metavar="SPEC", help="\\[namespace/]name\\[@version|range|alias|digest], e.g. role@^1.2"
+    ),
+]
+RefArg = Annotated[str, typer.Argument(metavar="NAME", help="\\[namespace/]name")]
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        say(f"stance {version('stance-registry')}")
+        raise typer.Exit()
+
+
+def _global(name: str, help_text: str) -> Any:
+    return typer.Option(help=help_text, envvar=f"STANCE_{name.upper()}", show_envvar=True)
 
 
 @app.callback()
 def main(
-    home: Annotated[Path | None, typer.Option(help="Registry home [env: STANCE_HOME]")] = None,
+    home: Annotated[Path | None, _global("home", "Registry home (catalog, blobs, cache)")] = None,
     database_url: Annotated[
-        str | None, typer.Option(help="Catalog URL [env: STANCE_DATABASE_URL]")
+        str | None, _global("database_url", "Catalog URL (any SQLAlchemy URL)")
     ] = None,
-    store: Annotated[str | None, typer.Option(help="Blob store URL [env: STANCE_STORE]")] = None,
+    store: Annotated[
+        str | None, _global("store", "Blob store URL: file://, s3:// or hf://")
+    ] = None,
     registry: Annotated[
-        str | None, typer.Option(help="Registry server URL [env: STANCE_REGISTRY]")
+        str | None, _global("registry", "Registry server URL: talk HTTP to it")
     ] = None,
-    token: Annotated[
-        str | None, typer.Option(help="Bearer token for the server [env: STANCE_TOKEN]")
-    ] = None,
+    token: Annotated[str | None, _global("token", "Bearer token for the server")] = None,
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Print the version."),
+    ] = False,
 ) -> None:
     """Options given here override the STANCE_* environment."""
+    overrides = context.overrides
     overrides.clear()
+    local_hint.clear()
     for key, value in {
         "home": home,
         "database_url": database_url,
@@ -71,78 +144,24 @@ def main(
             overrides[key] = str(value)
 
 
-@app.command()
-def serve(
-    host: Annotated[str, typer.Option(help="Interface to listen on")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="TCP port")] = 8080,
-    workers: Annotated[int, typer.Option(min=1, help="Worker processes")] = 1,
-    log_level: Annotated[str, typer.Option(help="uvicorn log level")] = "warning",
-) -> None:
-    """Serve the HTTP API (/v1, /docs, /metrics) and the discovery pages.
-
-    The server keeps no state of its own: several processes over one PostgreSQL catalog and
-    one store act as one registry.
-    """
-    import uvicorn
-
-    current = settings()
-    with errors(as_json=False):
-        open_catalog(current.catalog_url).close()  # migrated once, before workers start
-    for key, value in overrides.items():  # workers build their settings from the environment
-        os.environ[f"STANCE_{key.upper()}"] = value
-    os.environ.pop("STANCE_REGISTRY", None)  # a server serves its own catalog
-    config = uvicorn.Config(
-        "registry.api:create_app",
-        factory=True,
-        host=host,
-        port=port,
-        workers=workers,
-        log_level=log_level,
-    )
-    if workers == 1:
-        uvicorn.Server(config).run()
-        return
-    # uvicorn binds a multi-worker listener with proto 0, so asyncio never sets TCP_NODELAY on
-    # its connections and each keep-alive response waits ~40 ms for a delayed ACK
-    # (Kludex/uvicorn#3149). Bind it ourselves as a TCP socket, then let uvicorn supervise.
-    from uvicorn.supervisors import Multiprocess
-
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    listener = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    listener.bind((host, port))
-    listener.set_inheritable(True)
-    Multiprocess(config, sockets=[listener]).run()
+# -- publish and find -------------------------------------------------------------------------
 
 
-@db_app.command("upgrade")
-def db_upgrade(as_json: JsonOpt = False) -> None:
-    """Migrate the catalog schema to the newest revision."""
-    with errors(as_json=as_json):
-        engine = make_engine(settings().catalog_url)
-        try:
-            before = current_revision(engine)
-            upgrade(engine)
-            after = current_revision(engine)
-        finally:
-            engine.dispose()
-        result = {"from": before, "to": after, "url": engine.url.render_as_string()}
-        emit(
-            result,
-            as_json=as_json,
-            human=lambda: stdout.print(f"catalog at revision {after} (was {before or 'empty'})"),
-        )
-
-
-@app.command()
+@command(
+    rich_help_panel=PUBLISH,
+    epilog="Example: stance publish ./out team-a/curious-uncertainty@1.3.0 --alias staging",
+)
 def publish(
     folder: Annotated[Path, typer.Argument(help="A PEFT adapter folder (save_pretrained output)")],
-    target: Annotated[str, typer.Argument(help="[namespace/]name@version, e.g. curious@1.0.0")],
+    target: Annotated[
+        str,
+        typer.Argument(metavar="NAME@VERSION", help="\\[namespace/]name@version, e.g. role@1.0.0"),
+    ],
     alias: Annotated[str | None, typer.Option(help="Also point this alias at the version")] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Validate an adapter folder and publish it as an immutable version."""
-    with errors(as_json=as_json), open_registry() as registry:
+    with errors(as_json=as_json), context.open_registry() as registry:
         result = registry.publish(folder, target, alias=alias)
     for message in result.warnings:
         warn(message)
@@ -150,51 +169,46 @@ def publish(
     emit(
         result.model_dump(include={"namespace", "name", "version", "digest"}),
         as_json=as_json,
-        human=lambda: stdout.print(
+        human=lambda: say(
             f"{verb} {result.namespace}/{result.name}@{result.version} {result.digest}"
             + (f" (alias {alias})" if alias else "")
         ),
     )
 
 
-@app.command("inspect")
+@command(name="inspect", rich_help_panel=PUBLISH)
 def inspect_cmd(
     folder: Annotated[Path, typer.Argument(help="A PEFT adapter folder")],
     as_json: JsonOpt = False,
 ) -> None:
     """Validate an adapter folder and report its metadata and fingerprint; publishes nothing."""
+    from cli import report
+    from registry.lora.inspection import inspect_dir
+
     with errors(as_json=as_json):
-        inspection = inspect_dir(folder, max_weights_bytes=settings().max_weights_bytes)
+        inspection = inspect_dir(folder, max_weights_bytes=context.settings().max_weights_bytes)
     for message in inspection.warnings:
         warn(message)
     info = inspection.info.model_dump(mode="json")
     emit(info, as_json=as_json, human=lambda: report.print_info(info, title=str(folder)))
 
 
-@app.command()
-def show(spec: SpecArg, as_json: JsonOpt = False) -> None:
-    """Metadata and fingerprint of a published version."""
-    with errors(as_json=as_json), open_registry() as registry:
-        detail = registry.show(spec)
-    if detail.yanked:
-        warn(f"{detail.namespace}/{detail.name}@{detail.version} is yanked: {detail.yanked_reason}")
-    data = {**detail.info, **detail.model_dump(mode="json", exclude={"info"})}
-    emit(data, as_json=as_json, human=lambda: report.print_version(detail))
-
-
-@app.command()
+@command(rich_help_panel=PUBLISH, epilog="Example: stance search curious --target q_proj --rank 8")
 def search(
     text: Annotated[str | None, typer.Argument(help="Text in the adapter name")] = None,
     base_model: Annotated[str | None, typer.Option(help="Exact base model id")] = None,
     target: Annotated[str | None, typer.Option(help="A targeted module, e.g. q_proj")] = None,
-    rank: Annotated[int | None, typer.Option(help="LoRA rank r")] = None,
+    rank: Annotated[int | None, typer.Option(metavar="R", help="LoRA rank r")] = None,
     namespace: Annotated[str | None, typer.Option(help="Only this namespace")] = None,
-    limit: Annotated[int, typer.Option(min=1, max=100)] = 50,
+    limit: Annotated[int, typer.Option(metavar="N", min=1, max=100)] = 50,
     cursor: Annotated[str | None, typer.Option(help="next_cursor of the previous page")] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Find adapters by name and by what their versions target."""
-    with errors(as_json=as_json), open_registry() as registry:
+    from cli import report
+    from registry.schemas import SearchQuery
+
+    with errors(as_json=as_json), context.open_registry() as registry:
         filters = SearchQuery(
             text=text,
             base_model=base_model,
@@ -208,53 +222,179 @@ def search(
     emit(page, as_json=as_json, human=lambda: report.print_search(page))
 
 
-@app.command()
+@command(rich_help_panel=PUBLISH, epilog="Example: stance show curious-uncertainty@prod")
+def show(spec: SpecArg, as_json: JsonOpt = False) -> None:
+    """Metadata and fingerprint of a published version."""
+    from cli import report
+
+    with errors(as_json=as_json), context.open_registry() as registry:
+        detail = registry.show(spec)
+    if detail.yanked:
+        warn(f"{detail.namespace}/{detail.name}@{detail.version} is yanked: {detail.yanked_reason}")
+    data = {**detail.info, **detail.model_dump(mode="json", exclude={"info"})}
+    emit(data, as_json=as_json, human=lambda: report.print_version(detail))
+
+
+@command(rich_help_panel=PUBLISH)
 def versions(ref: RefArg, as_json: JsonOpt = False) -> None:
     """Every version of an adapter, newest first, with yanks and aliases."""
-    with errors(as_json=as_json), open_registry() as registry:
+    from cli import report
+
+    with errors(as_json=as_json), context.open_registry() as registry:
         detail = registry.adapter(ref)
     emit(detail, as_json=as_json, human=lambda: report.print_versions(detail))
 
 
-@app.command()
+def _resolve_quickly(spec: str) -> Any:
+    """The stdlib-sqlite3 answer on a local SQLite catalog, or None (see catalog.sqlite_direct)."""
+    if context.server_url():
+        return None
+    from registry.catalog.sqlite_direct import resolve as resolve_direct
+
+    return resolve_direct(context.catalog_url(), spec)
+
+
+@command(
+    rich_help_panel=PUBLISH,
+    epilog="Example: stance resolve 'curious-uncertainty@^1.2' --json",
+)
 def resolve(spec: SpecArg, as_json: JsonOpt = False) -> None:
     """The exact version and digest a spec selects (for pinning)."""
-    with errors(as_json=as_json), open_registry() as registry:
-        found = registry.resolve(spec)
+    with errors(as_json=as_json):
+        found = _resolve_quickly(spec)
+        if found is None:
+            with context.open_registry() as registry:
+                found = registry.resolve(spec)
     if found.yanked:
         warn(f"{found.spec} is yanked: {found.yanked_reason or 'no reason given'}")
     emit(
-        found.model_dump(include={"namespace", "name", "version", "digest", "yanked"}),
+        {k: getattr(found, k) for k in ("namespace", "name", "version", "digest", "yanked")},
         as_json=as_json,
-        human=lambda: stdout.print(f"{found.spec} {found.digest}"),
+        human=lambda: say(f"{found.spec} {found.digest}"),
     )
 
 
-@app.command()
+def _refuse_overwrite(folder: Path, files: list[FileEntry]) -> None:
+    """A pull never replaces other content silently: a re-pull of the same files is fine."""
+    from registry.errors import Conflict
+    from registry.manifest import digest_file
+
+    clashes = []
+    for entry in files:
+        path = folder / entry.path
+        if not path.exists() and not path.is_symlink():
+            continue
+        same = path.is_file() and path.stat().st_size == entry.size
+        if not (same and digest_file(path)[0] == entry.digest):
+            clashes.append(entry.path)
+    if clashes:
+        raise Conflict(
+            f"{folder} already holds other content in {', '.join(clashes)}: "
+            "pass --force to overwrite, or -o another folder"
+        )
+
+
+@command(rich_help_panel=PUBLISH, epilog="Example: stance pull curious-uncertainty@prod -o ./roles")
 def pull(
     spec: SpecArg,
-    output: Annotated[Path | None, typer.Option("-o", "--output", help="Folder [./NAME]")] = None,
+    output: Annotated[
+        Path | None, typer.Option("-o", "--output", metavar="DIR", help="Folder [default: ./NAME]")
+    ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Overwrite files there that hold other content")
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Download a version's files, each verified against its digest."""
-    with errors(as_json=as_json), open_registry() as registry:
+    with errors(as_json=as_json), context.open_registry() as registry:
         found = registry.resolve(spec)
         if found.yanked:
             warn(f"{found.spec} is yanked: {found.yanked_reason or 'no reason given'}")
-        folder = registry.fetch(found.spec, output or Path.cwd() / found.name)
+        destination = output or Path.cwd() / found.name
+        if not force:
+            _refuse_overwrite(destination, found.files)
+        folder = registry.fetch(found.spec, destination)
     result = {
         **found.model_dump(include={"namespace", "name", "version", "digest"}),
         "path": str(folder),
         "files": [f.path for f in found.files],
     }
-    emit(result, as_json=as_json, human=lambda: stdout.print(f"pulled {found.spec} into {folder}"))
+    emit(result, as_json=as_json, human=lambda: say(f"pulled {found.spec} into {folder}"))
 
 
-@alias_app.command("set")
+# -- compare ----------------------------------------------------------------------------------
+
+
+@command(
+    rich_help_panel=COMPARE,
+    epilog="Example: stance diff curious-uncertainty@1.2.0 curious-uncertainty@1.3.0 --all",
+)
+def diff(
+    x: Annotated[str, typer.Argument(metavar="X", help="A published spec, or an adapter folder")],
+    y: Annotated[str, typer.Argument(metavar="Y", help="A published spec, or an adapter folder")],
+    top: Annotated[
+        int, typer.Option(metavar="N", min=1, help="Show the N modules that weigh most")
+    ] = 12,
+    show_all: Annotated[bool, typer.Option("--all", help="Show every module")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Exact cosine similarity of two adapters' updates, module by module.
+
+    An existing folder wins over a spec of the same name. --json always lists every module.
+    """
+    from cli import report
+
+    with errors(as_json=as_json), context.open_registry() as registry:
+        result = registry.diff(x, y)
+    for message in result.warnings:
+        warn(message)
+    rows = None if show_all else top
+    emit(result, as_json=as_json, human=lambda: report.print_diff(result, top=rows))
+
+
+@command(rich_help_panel=COMPARE)
+def similar(
+    spec: SpecArg,
+    limit: Annotated[int, typer.Option(metavar="N", min=1, max=100)] = 10,
+    min_cosine: Annotated[
+        float,
+        typer.Option(
+            metavar="C",
+            min=0.0,
+            max=1.0,
+            help="Leave out adapters whose |cosine| is below C (orthogonal: nothing shared)",
+        ),
+    ] = 0.05,
+    as_json: JsonOpt = False,
+) -> None:
+    """Published adapters on the same base model whose updates point the same way."""
+    from cli import report
+
+    with errors(as_json=as_json), context.open_registry() as registry:
+        found = registry.similar(spec, limit=limit)
+    shown = [s for s in found if abs(s.cosine) >= min_cosine]
+    emit(
+        shown,
+        as_json=as_json,
+        human=lambda: report.print_similar(
+            shown, left_out=len(found) - len(shown), below=min_cosine
+        ),
+    )
+
+
+command(rich_help_panel=COMPARE)(compare)
+
+
+# -- curate -----------------------------------------------------------------------------------
+
+app.add_typer(alias_app, name="alias", rich_help_panel=CURATE)
+
+
+@command(alias_app, "set", epilog="Example: stance alias set curious-uncertainty prod 1.2.0")
 def alias_set(
     ref: RefArg,
-    alias: str,
-    version: str,
+    alias: Annotated[str, typer.Argument(metavar="ALIAS")],
+    version: Annotated[str, typer.Argument(metavar="VERSION")],
     protect: Annotated[
         bool | None,
         typer.Option("--protect/--unprotect", help="Only admins may move a protected alias"),
@@ -262,30 +402,34 @@ def alias_set(
     as_json: JsonOpt = False,
 ) -> None:
     """Point ALIAS of an adapter at an exact VERSION."""
-    with errors(as_json=as_json), open_registry() as registry:
+    with errors(as_json=as_json), context.open_registry() as registry:
         target = registry.set_alias(ref, alias, version, protect=protect)
     emit(
         {**target.model_dump(), "alias": alias},
         as_json=as_json,
-        human=lambda: stdout.print(f"{target.spec} is now {alias}"),
+        human=lambda: say(f"{target.spec} is now {alias}"),
     )
 
 
-@alias_app.command("rm")
-def alias_rm(ref: RefArg, alias: str, as_json: JsonOpt = False) -> None:
+@command(alias_app, "rm")
+def alias_rm(
+    ref: RefArg, alias: Annotated[str, typer.Argument(metavar="ALIAS")], as_json: JsonOpt = False
+) -> None:
     """Remove an alias (its history stays)."""
-    with errors(as_json=as_json), open_registry() as registry:
+    with errors(as_json=as_json), context.open_registry() as registry:
         registry.remove_alias(ref, alias)
-    emit({"removed": alias}, as_json=as_json, human=lambda: stdout.print(f"removed alias {alias}"))
+    emit({"removed": alias}, as_json=as_json, human=lambda: say(f"removed alias {alias}"))
 
 
-@alias_app.command("list")
+@command(alias_app, "list")
 def alias_list(ref: RefArg, as_json: JsonOpt = False) -> None:
     """The aliases of an adapter."""
-    with errors(as_json=as_json), open_registry() as registry:
+    with errors(as_json=as_json), context.open_registry() as registry:
         detail = registry.adapter(ref)
 
     def human() -> None:
+        from rich.table import Table
+
         table = Table("alias", "version", "updated by", "updated at")
         for a in detail.aliases:
             table.add_row(a.name, a.version, a.updated_by, f"{a.updated_at:%Y-%m-%d %H:%M}")
@@ -294,114 +438,143 @@ def alias_list(ref: RefArg, as_json: JsonOpt = False) -> None:
     emit(detail.aliases, as_json=as_json, human=human)
 
 
-@alias_app.command("history")
+@command(alias_app, "history")
 def alias_history(ref: RefArg, as_json: JsonOpt = False) -> None:
     """Who moved which alias from what to what, and when (newest first)."""
-    with errors(as_json=as_json), open_registry() as registry:
+    from cli import report
+
+    with errors(as_json=as_json), context.open_registry() as registry:
         moves = registry.alias_history(ref)
     emit(moves, as_json=as_json, human=lambda: report.print_alias_history(moves))
 
 
-@app.command()
-def audit(
-    limit: Annotated[int, typer.Option(min=1, max=1000)] = 50,
-    before: Annotated[int | None, typer.Option(help="Entries older than this id")] = None,
-    action: Annotated[str | None, typer.Option(help="e.g. publish, alias.set")] = None,
-    as_json: JsonOpt = False,
-) -> None:
-    """The audit log: every write, successful or refused (admin)."""
-    with errors(as_json=as_json), open_registry() as registry:
-        entries = registry.audit(limit=limit, before=before, action=action)
-    emit(entries, as_json=as_json, human=lambda: report.print_audit(entries))
+VersionSpecArg = Annotated[
+    str, typer.Argument(metavar="NAME@VERSION", help="\\[namespace/]name@version")
+]
 
 
-@app.command()
+@command(rich_help_panel=CURATE, epilog='Example: stance yank curious@1.2.0 --reason "bad eval"')
 def yank(
-    spec: Annotated[str, typer.Argument(help="[namespace/]name@version")],
+    spec: VersionSpecArg,
     reason: Annotated[str | None, typer.Option(help="Shown to everyone who resolves it")] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Hide a version from ranges and latest; exact pins still resolve (with a warning)."""
-    with errors(as_json=as_json), open_registry() as registry:
+    with errors(as_json=as_json), context.open_registry() as registry:
         ref = registry.yank(spec, reason=reason)
-    emit(ref, as_json=as_json, human=lambda: stdout.print(f"yanked {ref.spec}"))
+    emit(ref, as_json=as_json, human=lambda: say(f"yanked {ref.spec}"))
 
 
-@app.command()
-def unyank(
-    spec: Annotated[str, typer.Argument(help="[namespace/]name@version")],
-    as_json: JsonOpt = False,
-) -> None:
+@command(rich_help_panel=CURATE)
+def unyank(spec: VersionSpecArg, as_json: JsonOpt = False) -> None:
     """Undo a yank."""
-    with errors(as_json=as_json), open_registry() as registry:
+    with errors(as_json=as_json), context.open_registry() as registry:
         ref = registry.unyank(spec)
-    emit(ref, as_json=as_json, human=lambda: stdout.print(f"unyanked {ref.spec}"))
+    emit(ref, as_json=as_json, human=lambda: say(f"unyanked {ref.spec}"))
 
 
-@app.command()
-def diff(
-    x: Annotated[str, typer.Argument(help="A published spec, or an adapter folder")],
-    y: Annotated[str, typer.Argument(help="A published spec, or an adapter folder")],
-    as_json: JsonOpt = False,
-) -> None:
-    """Exact cosine similarity of two adapters' updates, module by module (an existing folder
-    wins over a spec of the same name)."""
-    with errors(as_json=as_json), open_registry() as registry:
-        result = registry.diff(x, y)
-    for message in result.warnings:
-        warn(message)
-    emit(result, as_json=as_json, human=lambda: report.print_diff(result))
+# -- pin a service ----------------------------------------------------------------------------
+
+for step in (pinning.lock, pinning.sync, pinning.verify, pinning.export):
+    command(rich_help_panel=PIN)(step)
+command(rich_help_panel=PIN)(serving.follow)
 
 
-@app.command()
-def similar(
-    spec: SpecArg,
-    limit: Annotated[int, typer.Option(min=1, max=100)] = 10,
-    as_json: JsonOpt = False,
-) -> None:
-    """Published adapters on the same base model whose updates point the same way."""
-    with errors(as_json=as_json), open_registry() as registry:
-        found = registry.similar(spec, limit=limit)
-    emit(found, as_json=as_json, human=lambda: report.print_similar(found))
+# -- operate a registry -----------------------------------------------------------------------
+
+command(rich_help_panel=OPERATE)(serve)
+app.add_typer(token_app, name="token", rich_help_panel=OPERATE)
 
 
-@token_app.command("create")
+@command(
+    token_app,
+    "create",
+    epilog="Example: stance token create --scope publish --namespace team-a --json",
+)
 def token_create(
-    scope: Annotated[str, typer.Option(help="read, publish or admin")],
+    scope: Annotated[str, typer.Option(metavar="SCOPE", help="read, publish or admin")],
     namespace: Annotated[
-        list[str] | None, typer.Option(help="Grant only this namespace (repeatable)")
+        list[str] | None,
+        typer.Option(metavar="NS", help="Grant only this namespace (repeatable)"),
     ] = None,
     description: Annotated[str | None, typer.Option(help="What the token is for")] = None,
-    expires_in_days: Annotated[int | None, typer.Option(min=1, help="Expire after N days")] = None,
+    expires_in_days: Annotated[
+        int | None, typer.Option(metavar="DAYS", min=1, help="Expire after DAYS days")
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Mint a token. The secret is printed once; only its hash is stored."""
+    from datetime import timedelta
+
     expires = timedelta(days=expires_in_days) if expires_in_days else None
-    with errors(as_json=as_json), embedded_registry("token management") as catalog:
+    with errors(as_json=as_json), context.embedded_registry("token management") as catalog:
         new = catalog.create_token(
             scope, namespaces=namespace, description=description, expires_in=expires
         )
     emit(
         new,
         as_json=as_json,
-        human=lambda: stdout.print(
-            f"token {new.id} ({scope}); store it now, it is not shown again:\n{new.token}",
-            markup=False,
+        human=lambda: say(
+            f"token {new.id} ({scope}); store it now, it is not shown again:\n{new.token}"
         ),
     )
 
 
-@token_app.command("list")
+@command(token_app, "list")
 def token_list(as_json: JsonOpt = False) -> None:
     """Tokens with scopes and grants; never their secrets."""
-    with errors(as_json=as_json), embedded_registry("token management") as catalog:
+    from cli import report
+
+    with errors(as_json=as_json), context.embedded_registry("token management") as catalog:
         found = catalog.list_tokens()
     emit(found, as_json=as_json, human=lambda: report.print_tokens(found))
 
 
-@token_app.command("revoke")
-def token_revoke(token_id: str, as_json: JsonOpt = False) -> None:
+@command(token_app, "revoke")
+def token_revoke(
+    token_id: Annotated[str, typer.Argument(metavar="ID")], as_json: JsonOpt = False
+) -> None:
     """Revoke a token at once."""
-    with errors(as_json=as_json), embedded_registry("token management") as catalog:
+    with errors(as_json=as_json), context.embedded_registry("token management") as catalog:
         info = catalog.revoke_token(token_id)
-    emit(info, as_json=as_json, human=lambda: stdout.print(f"revoked token {info.id}"))
+    emit(info, as_json=as_json, human=lambda: say(f"revoked token {info.id}"))
+
+
+@command(rich_help_panel=OPERATE)
+def audit(
+    limit: Annotated[int, typer.Option(metavar="N", min=1, max=1000)] = 50,
+    before: Annotated[int | None, typer.Option(metavar="ID", help="Entries older than ID")] = None,
+    action: Annotated[str | None, typer.Option(help="e.g. publish, alias.set")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """The audit log: every write, successful or refused (admin)."""
+    from cli import report
+
+    with errors(as_json=as_json), context.open_registry() as registry:
+        entries = registry.audit(limit=limit, before=before, action=action)
+    emit(entries, as_json=as_json, human=lambda: report.print_audit(entries))
+
+
+command(rich_help_panel=OPERATE)(gc)
+app.add_typer(db_app, name="db", rich_help_panel=OPERATE)
+
+
+@command(db_app, "upgrade")
+def db_upgrade(as_json: JsonOpt = False) -> None:
+    """Migrate the catalog schema to the newest revision."""
+    from registry.catalog.db import current_revision, make_engine, upgrade
+
+    with errors(as_json=as_json):
+        engine = make_engine(context.settings().catalog_url)
+        try:
+            before = current_revision(engine)
+            upgrade(engine)
+            after = current_revision(engine)
+        finally:
+            engine.dispose()
+        result = {"from": before, "to": after, "url": engine.url.render_as_string()}
+        emit(
+            result,
+            as_json=as_json,
+            human=lambda: say(f"catalog at revision {after} (was {before or 'empty'})"),
+        )

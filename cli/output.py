@@ -1,4 +1,8 @@
-"""One place that turns results and errors into what the CLI prints and its exit code."""
+"""One place that turns results and errors into what the CLI prints and its exit code.
+
+Cheap to import (no rich, no pydantic until a table or a progress bar is drawn): every
+``stance`` call loads it, and ``stance resolve`` has a start-up budget of 0.3 s.
+"""
 
 from __future__ import annotations
 
@@ -6,22 +10,52 @@ import json
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
-from pydantic import BaseModel
-from rich.console import Console
-from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 
-from registry.errors import RegistryError
+from registry.errors import NotFound, RegistryError
 
-# Tables are for people; when piped, don't squeeze them into 80 columns.
-stdout = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 160)
-stderr = Console(stderr=True, highlight=False, soft_wrap=True)
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.progress import Progress
+
+# Set by cli.context when a command opens the local registry without a server configured: a
+# "not found" there may only mean the user meant a server (STANCE_REGISTRY unset in a fresh shell).
+local_hint: list[str] = []
+
+
+class _LazyConsole:
+    """A rich Console made on first use: most commands print JSON or one plain line."""
+
+    def __init__(self, *, stderr: bool) -> None:
+        self._stderr = stderr
+        self._console: Console | None = None
+
+    def _get(self) -> Console:
+        if self._console is None:
+            from rich.console import Console
+
+            # Tables are for people; when piped, don't squeeze them into 80 columns.
+            stream = sys.stderr if self._stderr else sys.stdout
+            self._console = Console(
+                stderr=self._stderr,
+                highlight=False,
+                soft_wrap=True,
+                width=None if stream.isatty() else 160,
+            )
+        return self._console
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._get(), name)
+
+
+stdout: Any = _LazyConsole(stderr=False)
+stderr: Any = _LazyConsole(stderr=True)
 
 
 def to_jsonable(value: Any) -> Any:
-    if isinstance(value, BaseModel):
+    if hasattr(value, "model_dump"):  # a pydantic model, without importing pydantic here
         return value.model_dump(mode="json")
     if isinstance(value, list):
         return [to_jsonable(v) for v in value]
@@ -36,6 +70,11 @@ def emit(value: Any, *, as_json: bool, human: Callable[[], None]) -> None:
         human()
 
 
+def say(line: str) -> None:
+    """One plain line on stdout (no markup: names and digests are printed as they are)."""
+    sys.stdout.write(line + "\n")
+
+
 class Transfers:
     """Rich progress bars on stderr for blob uploads and downloads (only on a terminal)."""
 
@@ -43,15 +82,23 @@ class Transfers:
         self._progress: Progress | None = None
 
     def begin(self, label: str, total: int) -> Callable[[int], None]:
-        if not stderr.is_terminal:
+        if not sys.stderr.isatty():
             return lambda _: None
         if self._progress is None:
+            from rich.progress import (
+                BarColumn,
+                DownloadColumn,
+                Progress,
+                TextColumn,
+                TransferSpeedColumn,
+            )
+
             self._progress = Progress(
                 TextColumn("{task.description}"),
                 BarColumn(),
                 DownloadColumn(),
                 TransferSpeedColumn(),
-                console=stderr,
+                console=stderr._get(),
                 transient=True,
             )
             self._progress.start()
@@ -67,7 +114,16 @@ class Transfers:
 
 
 def warn(message: str) -> None:
-    stderr.print(f"warning: {message}", markup=False)
+    sys.stderr.write(f"warning: {message}\n")
+
+
+def fail(code: str, message: str, *, as_json: bool, stderr_line: bool = True) -> None:
+    """Print one ``error:`` line on stderr (and ``{code, message}`` on stdout with --json)."""
+    message = " ".join(message.split())
+    if as_json:
+        sys.stdout.write(json.dumps({"code": code, "message": message}) + "\n")
+    if stderr_line:
+        sys.stderr.write(f"error: {message}\n")
 
 
 @contextmanager
@@ -76,8 +132,8 @@ def errors(*, as_json: bool) -> Iterator[None]:
     try:
         yield
     except RegistryError as exc:
-        message = " ".join(exc.message.split())
-        if as_json:
-            sys.stdout.write(json.dumps({"code": exc.code, "message": message}) + "\n")
-        stderr.print(f"error: {message}", markup=False)
+        message = exc.message
+        if isinstance(exc, NotFound) and local_hint:
+            message = f"{message} ({local_hint[0]})"
+        fail(exc.code, message, as_json=as_json)
         raise typer.Exit(1) from None

@@ -2,35 +2,45 @@
 
 from __future__ import annotations
 
-import json
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from cli.context import open_registry, settings
-from cli.output import emit, errors, stdout, warn
+from cli.context import embedded_registry, open_registry, settings
+from cli.output import emit, errors, say, stdout, warn
 from registry.errors import IntegrityError, RegistryError
-from registry.interfaces import AdapterRegistry
-from registry.transfer import lockfile
-from registry.transfer.cache import Cache
-from registry.transfer.lockfile import LOCK, WANTS, Lock
+
+if TYPE_CHECKING:  # imported where used: building the CLI must stay cheap (issue 16)
+    from registry.catalog.verification import Verification
+    from registry.interfaces import AdapterRegistry
+    from registry.transfer import lockfile
+    from registry.transfer.cache import Cache
+    from registry.transfer.lockfile import Lock
+
+# registry.transfer.lockfile's file names (tests/test_cli_startup.py checks they agree).
+WANTS, LOCK = "stance.toml", "stance.lock"
 
 LockOpt = Annotated[Path, typer.Option("--lock", help="The lock file")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print exactly one JSON document.")]
 
 
 def lock(
-    wants: Annotated[Path, typer.Option("--wants", help="The service's wishes")] = Path(WANTS),
+    wants: Annotated[
+        Path, typer.Option("--wants", metavar="FILE", help="The service's wishes")
+    ] = Path(WANTS),
     lock_path: LockOpt = Path(LOCK),
     upgrade: Annotated[
-        list[str] | None, typer.Option(help="Re-resolve this adapter (repeatable)")
+        list[str] | None,
+        typer.Option(metavar="NAME", help="Re-resolve this adapter (repeatable)"),
     ] = None,
     upgrade_all: Annotated[bool, typer.Option(help="Re-resolve every adapter")] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Resolve stance.toml into stance.lock: exact versions and every file's digest."""
+    from registry.transfer import lockfile
+
     with errors(as_json=as_json), open_registry() as registry:
         previous = lockfile.read_lock(lock_path) if lock_path.exists() else None
         new = lockfile.lock(
@@ -52,8 +62,8 @@ def lock(
 
     def human() -> None:
         for e in new.adapters:
-            stdout.print(f"{e.ref} {e.requested!r} -> {e.version} {e.digest[:19]}", markup=False)
-        stdout.print(f"{lock_path} {'written' if changed else 'unchanged'}")
+            say(f"{e.ref} {e.requested!r} -> {e.version} {e.digest[:19]}")
+        say(f"{lock_path} {'written' if changed else 'unchanged'}")
 
     emit(summary, as_json=as_json, human=human)
 
@@ -70,7 +80,9 @@ def _warn_yanked(registry: AdapterRegistry, lock_: Lock) -> None:
 
 
 def sync(lock_path: LockOpt = Path(LOCK), as_json: JsonOpt = False) -> None:
-    """Fetch every locked blob into the verified cache."""
+    """Fetch every locked blob into the verified cache (a corrupt cached copy is fetched again)."""
+    from registry.transfer import lockfile
+
     with errors(as_json=as_json), open_registry() as registry:
         locked = lockfile.read_lock(lock_path)
         folders = lockfile.sync(locked, registry.cache, registry.open_blob)
@@ -79,31 +91,95 @@ def sync(lock_path: LockOpt = Path(LOCK), as_json: JsonOpt = False) -> None:
         {"name": e.ref, "version": e.version, "path": str(f)}
         for e, f in zip(locked.adapters, folders, strict=True)
     ]
-    emit(
-        result,
-        as_json=as_json,
-        human=lambda: [
-            stdout.print(f"{r['name']}@{r['version']} {r['path']}", markup=False) for r in result
-        ],
-    )
+
+    def human() -> None:
+        for r in result:
+            say(f"{r['name']}@{r['version']} {r['path']}")
+
+    emit(result, as_json=as_json, human=human)
 
 
-def verify(lock_path: LockOpt = Path(LOCK), as_json: JsonOpt = False) -> None:
-    """Re-hash the cache against the lock; exit 1 naming every bad or missing file."""
+def verify(
+    lock_path: LockOpt = Path(LOCK),
+    all_: Annotated[
+        bool,
+        typer.Option(
+            "--all", help="Re-hash every published version's blobs in the store (needs the catalog)"
+        ),
+    ] = False,
+    repair: Annotated[
+        bool,
+        typer.Option("--repair", help="Fetch bad or missing cached files again from the registry"),
+    ] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Re-hash the cache against the lock (--all: the store); exit 1 naming every bad file."""
+    if all_:
+        _verify_store(as_json=as_json)
+        return
+    from registry.transfer import lockfile
+    from registry.transfer.cache import Cache
+
     with errors(as_json=as_json):
         locked = lockfile.read_lock(lock_path)
-        problems = lockfile.verify(locked, Cache(settings().cache_dir))
+        cache = Cache(settings().cache_dir)
+        problems = lockfile.verify(locked, cache)
+        repaired = _repair(locked, cache) if problems and repair else []
+        problems = lockfile.verify(locked, cache) if repaired else problems
         if problems:
-            raise IntegrityError("; ".join(problems))
+            advice = "" if repair else "; stance verify --repair fetches them again"
+            raise IntegrityError("; ".join(problems) + advice)
     emit(
-        {"verified": [e.spec for e in locked.adapters]},
+        {"verified": [e.spec for e in locked.adapters], "repaired": repaired},
         as_json=as_json,
-        human=lambda: stdout.print(f"{len(locked.adapters)} locked adapters verified"),
+        human=lambda: say(
+            f"{len(locked.adapters)} locked adapters verified"
+            + (f"; fetched again: {', '.join(repaired)}" if repaired else "")
+        ),
     )
+
+
+def _repair(locked: Lock, cache: Cache) -> list[str]:
+    """Fetch every bad or missing cached file again (sync replaces what fails its digest)."""
+    from registry.transfer import lockfile
+
+    bad = []
+    for entry in locked.adapters:
+        for file in entry.files:
+            try:
+                cache.verify(file)
+            except (IntegrityError, OSError):
+                bad.append(f"{entry.spec} {file.path}")
+    if bad:
+        with open_registry() as registry:
+            lockfile.sync(locked, registry.cache, registry.open_blob)
+    return bad
+
+
+def _verify_store(*, as_json: bool) -> None:
+    """``verify --all``: with problems, the JSON document lists them beside code and message."""
+    with errors(as_json=as_json), embedded_registry("verify --all") as registry:
+        result = registry.verify_store()
+    if result.ok:
+        emit(result, as_json=as_json, human=lambda: stdout.print(result.summary(), markup=False))
+        return
+    document = {"code": IntegrityError.code, "message": result.summary(), **result.model_dump()}
+    emit(document, as_json=as_json, human=lambda: _print_problems(result))
+    with errors(as_json=False):  # the JSON document is out: only the error line and exit 1
+        raise IntegrityError(result.summary())
+
+
+def _print_problems(result: Verification) -> None:
+    for kind, found in (("missing", result.missing), ("corrupt", result.corrupt)):
+        for blob in found:
+            stdout.print(f"{kind} {blob.digest} ({', '.join(blob.versions)})", markup=False)
+    for spec in result.inconsistent:
+        stdout.print(f"inconsistent {spec}: its manifest disagrees with its rows", markup=False)
 
 
 class Format(StrEnum):
     VLLM = "vllm"
+    SGLANG = "sglang"
     LORAX = "lorax"
     PEFT = "peft"
 
@@ -118,37 +194,67 @@ def export(
             help="peft only: load from the Hub repos, pinned by commit SHA, not from the cache",
         ),
     ] = False,
+    base_model: Annotated[
+        str | None,
+        typer.Option(metavar="ID", help="The base model, where the lock records none"),
+    ] = None,
+    copy: Annotated[
+        Path | None,
+        typer.Option(
+            metavar="DIR",
+            help="Copy each version (real, verified files) to DIR/<ns>/<name>/<version>",
+        ),
+    ] = None,
+    path_prefix: Annotated[
+        str | None,
+        typer.Option(
+            metavar="PATH",
+            help="Print paths under PATH: where the cache (or --copy DIR) is mounted in the "
+            "engine's container",
+        ),
+    ] = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Print what an inference engine needs to load the locked adapters from the cache."""
-    with errors(as_json=False):
-        locked = lockfile.read_lock(lock_path)
-        if hub:
-            print(_hub_snippet(format_, locked.adapters))
-            return
-        cache_dir = settings().cache_dir
-        problems = lockfile.verify(locked, Cache(cache_dir))
-        if problems:
-            raise IntegrityError("; ".join(problems) + " (run stance sync)")
-    folders = {
-        e.name: cache_dir / "versions" / e.namespace / e.name / e.version for e in locked.adapters
-    }
-    bases = sorted({e.base_model or "BASE_MODEL" for e in locked.adapters})
-    if format_ is Format.VLLM:
-        ranks = [json.loads((f / "adapter_config.json").read_text())["r"] for f in folders.values()]
-        modules = " ".join(f"{name}={path}" for name, path in folders.items())
-        print(
-            f"vllm serve {bases[0]} --enable-lora --max-lora-rank {max(ranks)} "
-            f"--max-loras {len(folders)} --lora-modules {modules}"
+    with errors(as_json=as_json):
+        text = _export(
+            format_, lock_path, hub=hub, base_model=base_model, copy=copy, prefix=path_prefix
         )
-    elif format_ is Format.LORAX:
-        for name, path in folders.items():
-            print(json.dumps({"name": name, "adapter_id": str(path), "adapter_source": "local"}))
-    else:
-        print(_peft_snippet(bases[0], {name: (str(f), None) for name, f in folders.items()}))
+    emit({"format": format_.value, "text": text}, as_json=as_json, human=lambda: say(text))
 
 
-def _hub_snippet(format_: Format, adapters: list[lockfile.LockedAdapter]) -> str:
+def _export(
+    format_: Format,
+    lock_path: Path,
+    *,
+    hub: bool,
+    base_model: str | None,
+    copy: Path | None,
+    prefix: str | None,
+) -> str:
+    from registry.serving import exports
+    from registry.transfer import lockfile
+    from registry.transfer.cache import Cache
+
+    locked = lockfile.read_lock(lock_path)
+    base = exports.common_base_model(locked.adapters, base_model)
+    if hub:
+        return _hub_snippet(format_, locked.adapters, base)
+    cache = Cache(settings().cache_dir)
+    found = exports.prepare(locked, cache, copy_to=copy, path_prefix=prefix)
+    if format_ is Format.VLLM:
+        return exports.vllm_command(base, found)
+    if format_ is Format.SGLANG:
+        return exports.sglang_command(base, found)
+    if format_ is Format.LORAX:
+        return "\n".join(exports.lorax_requests(found))
+    return exports.peft_snippet(base, {e.name: (e.path, None) for e in found})
+
+
+def _hub_snippet(format_: Format, adapters: list[lockfile.LockedAdapter], base: str) -> str:
     """The PEFT snippet over the Hub releases of the locked versions (an ``hf://`` store)."""
+    from registry.serving import exports
+
     if format_ is not Format.PEFT:
         raise typer.BadParameter("--hub works with --format peft only", param_hint="--hub")
     missing = [e.spec for e in adapters if e.hub_repo is None or e.hub_revision is None]
@@ -156,24 +262,8 @@ def _hub_snippet(format_: Format, adapters: list[lockfile.LockedAdapter]) -> str
         raise RegistryError(
             f"not released to the Hub: {', '.join(missing)} (published to a store other than hf://)"
         )
-    bases = sorted({e.base_model or "BASE_MODEL" for e in adapters})
-    return _peft_snippet(bases[0], {e.name: (str(e.hub_repo), e.hub_revision) for e in adapters})
-
-
-def _peft_snippet(base: str, sources: dict[str, tuple[str, str | None]]) -> str:
-    """``sources`` maps adapter names to (folder or Hub repo, commit SHA or None)."""
-    lines = [
-        "from peft import PeftModel",
-        "from transformers import AutoModelForCausalLM",
-        "",
-        f"base = AutoModelForCausalLM.from_pretrained({base!r})",
-    ]
-    for index, (name, (where, revision)) in enumerate(sources.items()):
-        pinned = f", revision={revision!r}" if revision else ""
-        if index == 0:
-            lines.append(
-                f"model = PeftModel.from_pretrained(base, {where!r}{pinned}, adapter_name={name!r})"
-            )
-        else:
-            lines.append(f"model.load_adapter({where!r}{pinned}, adapter_name={name!r})")
-    return "\n".join(lines)
+    sources = {
+        exports.engine_name(e.namespace, e.name): (str(e.hub_repo), e.hub_revision)
+        for e in adapters
+    }
+    return exports.peft_snippet(base, sources)

@@ -113,7 +113,10 @@ def test_cli_diff_and_similar(settings, adapters: dict[str, Path], tmp_path: Pat
     assert body["cosine"] == pytest.approx(
         materialised_cosine(adapters["curious"], adapters["confident"]), rel=1e-9
     )
-    similar = json.loads(runner.invoke(app, ["similar", "curious", "--json"]).stdout)
+    # Random adapters are orthogonal (|cosine| ~ 0.001): --min-cosine 0 lists them anyway.
+    similar = json.loads(
+        runner.invoke(app, ["similar", "curious", "--min-cosine", "0", "--json"]).stdout
+    )
     assert [s["name"] for s in similar] == ["confident"]
     missing = runner.invoke(app, ["diff", "curious", "nope", "--json"])
     assert missing.exit_code == 1 and json.loads(missing.stdout)["code"] == "not_found"

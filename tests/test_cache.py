@@ -57,7 +57,12 @@ def test_tampered_blob_is_caught_before_first_use(tmp_path: Path) -> None:
     path.write_bytes(b"evil")
     fresh = Cache(tmp_path)  # a new process: it has verified nothing yet
     with pytest.raises(IntegrityError, match=f"hashes to .*expected {ENTRY.digest}"):
-        fresh.blob(ENTRY, lambda d: io.BytesIO(DATA))
+        fresh.verify(ENTRY)
+    # Used, it is fetched again and verified before the rename replaces it (issue 16); a source
+    # that serves the same bad bytes is refused, and the bad copy never passes for the blob.
+    with pytest.raises(IntegrityError, match=f"hashing to .*{ENTRY.digest}"):
+        fresh.blob(ENTRY, lambda d: io.BytesIO(b"evil"))
+    assert fresh.blob(ENTRY, lambda d: io.BytesIO(DATA)).read_bytes() == DATA
 
 
 def test_resolutions_are_remembered(tmp_path: Path) -> None:

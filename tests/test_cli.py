@@ -152,7 +152,9 @@ def test_usage_errors_exit_2(settings: Settings) -> None:
     ("args", "code", "message"),
     [
         (["resolve", "Bad-Name"], "bad_spec", "invalid name 'Bad-Name'"),
-        (["resolve", "x@1.0.0+b"], "bad_spec", "build metadata"),
+        # npm reads 1.0.0+b as a range (=1.0.0); a version published with build metadata is not.
+        (["publish", "{curious}", "x@1.0.0+b"], "bad_spec", "build metadata"),
+        (["resolve", "x@>=1.0.0 - 2.0.0"], "bad_spec", "out of place"),
         (["resolve", "nope"], "not_found", "no adapter default/nope"),
         (["publish", "{curious}", "Bad@1.0.0"], "bad_spec", "invalid name 'Bad'"),
         (["publish", "{curious}", "x@01.0"], "bad_spec", "invalid version '01.0'"),

@@ -131,12 +131,14 @@ def test_export_formats(project: Path, settings: Settings) -> None:
     folders = settings.cache_dir / "versions"
     vllm = stance("export", "--format", "vllm")
     assert vllm.startswith("vllm serve stance-test/tiny-llama --enable-lora --max-lora-rank 8")
-    assert f"curious-uncertainty={folders / 'default' / 'curious-uncertainty' / '1.2.0'}" in vllm
+    curious = folders / "default" / "curious-uncertainty" / "1.2.0"
+    assert f'{{"name": "curious-uncertainty", "path": "{curious}"' in vllm  # tests/serving parses
     lorax = [json.loads(line) for line in stance("export", "--format", "lorax").splitlines()]
     assert {x["adapter_source"] for x in lorax} == {"local"} and len(lorax) == 3
     peft = stance("export", "--format", "peft")
     assert (
-        "PeftModel.from_pretrained(base, " in peft and "adapter_name='engaged-difficulty'" in peft
+        "PeftModel.from_pretrained(base, " in peft
+        and "adapter_name='team-a/engaged-difficulty'" in peft
     )
     compile(peft, "<export>", "exec")
 

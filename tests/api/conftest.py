@@ -6,6 +6,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -58,20 +59,27 @@ class Server:
     def __init__(self, env: dict[str, str], *args: str) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        # A file, not a pipe nobody reads: the access log of a long test would fill a pipe's
+        # 64 KiB and block the server.
+        self.log = tempfile.TemporaryFile("w+")  # noqa: SIM115 - closed by stop()
         self.process = subprocess.Popen(
             [STANCE, "serve", "--port", str(self.port), *args],
             env=env,
-            stdout=subprocess.PIPE,
+            stdout=self.log,
             stderr=subprocess.STDOUT,
             text=True,
         )
-        self._wait_ready()
+        try:
+            self._wait_ready()
+        except BaseException:
+            self.stop()  # a server that never became ready is killed, not left to the next test
+            raise
 
     def _wait_ready(self, timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"stance serve exited: {self.process.communicate()[0]}")
+                raise RuntimeError(f"stance serve exited: {self.output()}")
             try:
                 if httpx.get(f"{self.url}/v1/health", timeout=1.0).status_code == 200:
                     return
@@ -80,9 +88,22 @@ class Server:
                 time.sleep(0.1)
         raise RuntimeError("stance serve did not become ready")
 
+    def output(self) -> str:
+        self.log.seek(0)
+        return self.log.read()
+
     def stop(self) -> str:
-        self.process.terminate()
-        return self.process.communicate(timeout=30)[0]
+        """Stop the server (again is fine) and return everything it printed."""
+        if not self.log.closed:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+            self._printed = self.output()
+            self.log.close()
+        return self._printed
 
 
 @pytest.fixture
