@@ -1,36 +1,86 @@
-"""Human renderings (rich tables and a text heat map); JSON output never passes through here."""
+"""Human renderings (rich tables and a text heat map); JSON output never passes through here.
+
+Names, reasons, base model ids and tensor names are the publisher's text (or a hostile
+server's): every table cell and header is shown as plain text, never read as rich markup, with
+control characters (terminal escapes, bidi overrides) replaced, so nothing printed can restyle
+or rewrite the terminal.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import math
+import re
+from typing import TYPE_CHECKING, Any
 
+from rich.console import Group, RenderableType
 from rich.filesize import decimal
-from rich.table import Table
+from rich.table import Table as RichTable
+from rich.text import Text
 
 from cli.output import stdout, warn
-from registry.catalog.tokens import TokenInfo
-from registry.lora.compare import Diff
-from registry.schemas import (
-    AdapterDetail,
-    AdapterSummary,
-    AliasMove,
-    AuditEntry,
-    Page,
-    SimilarAdapter,
-    VersionDetail,
-)
 
-SHADES = "·░▒▓█"
+if TYPE_CHECKING:  # for the signatures only: the catalog (SQLAlchemy) and numpy stay unloaded
+    from registry.catalog.tokens import TokenInfo
+    from registry.lora.compare import Diff
+    from registry.schemas import (
+        AdapterDetail,
+        AdapterSummary,
+        AliasMove,
+        AuditEntry,
+        Page,
+        SimilarAdapter,
+        VersionDetail,
+    )
+
+SHADES = "·░▒▓█"  # one per fifth of the largest cell; the legend under the map says so
+# C0 and C1 controls (but tab and newline), DEL, zero-width and bidirectional overrides.
+_UNPRINTABLE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2066-\u2069]")
 
 
-def heat_map(fingerprint: dict[str, Any]) -> Table:
+def plain(value: object) -> Text:
+    """``value`` as literal text: no markup, every control character shown as U+FFFD."""
+    return Text(_UNPRINTABLE.sub("\ufffd", str(value)))
+
+
+class Table(RichTable):
+    """rich's Table with every str header and cell shown as ``plain`` text."""
+
+    def add_column(self, header: RenderableType = "", *args: Any, **kwargs: Any) -> None:
+        super().add_column(plain(header) if isinstance(header, str) else header, *args, **kwargs)
+
+    def add_row(self, *renderables: RenderableType | None, **kwargs: Any) -> None:
+        cells = [plain(cell) if isinstance(cell, str) else cell for cell in renderables]
+        super().add_row(*cells, **kwargs)
+
+
+def _decimals(peak: float) -> int:
+    """Fixed decimals giving the largest value 3 significant digits: columns align on the point."""
+    if peak <= 0 or not math.isfinite(peak):
+        return 3
+    return max(0, 2 - math.floor(math.log10(peak)))
+
+
+def shade(value: float, peak: float) -> str:
+    """The shade of ``value``: one step per fifth of ``peak`` (the legend's bins)."""
+    fraction = value / peak if peak > 0 else 0.0
+    return SHADES[min(len(SHADES) - 1, max(0, int(fraction * len(SHADES))))]
+
+
+def heat_map(fingerprint: dict[str, Any]) -> Group:
     """Layer x module table of ||dW||_F, shaded relative to the largest module update."""
     modules = fingerprint["modules"]
     columns = sorted({m["module"] for m in modules})
     layers = sorted({m["layer"] for m in modules if m["layer"] is not None})
     cells = {(m["layer"], m["module"]): m["delta_norm"] for m in modules}
-    peak = max(cells.values(), default=0.0) or 1.0
+    peak = max(cells.values(), default=0.0)
     totals = {str(k): v for k, v in fingerprint["layers"].items()}  # JSON keys are strings
+    places = _decimals(peak)
+    total_places = _decimals(max(totals.values(), default=0.0))
+    step = 100 // len(SHADES)
+    legend = "  ".join(
+        f"{s * 2} {i * step}-{(i + 1) * step}%" if i < len(SHADES) - 1 else f"{s * 2} >={i * step}%"
+        for i, s in enumerate(SHADES)
+    )
     table = Table(title="||dW||_F by layer and module", title_justify="left")
     table.add_column("layer", justify="right")
     for column in columns:
@@ -40,13 +90,9 @@ def heat_map(fingerprint: dict[str, Any]) -> Table:
         row = []
         for column in columns:
             value = cells.get((layer, column))
-            if value is None:
-                row.append("")
-                continue
-            shade = SHADES[min(len(SHADES) - 1, round(value / peak * (len(SHADES) - 1)))]
-            row.append(f"{shade * 2} {value:.3g}")
-        table.add_row(str(layer), *row, f"{totals.get(str(layer), 0.0):.3g}")
-    return table
+            row.append("" if value is None else f"{shade(value, peak) * 2} {value:.{places}f}")
+        table.add_row(str(layer), *row, f"{totals.get(str(layer), 0.0):.{total_places}f}")
+    return Group(table, Text(f"{legend} of the largest cell ({peak:.{places}f})"))
 
 
 def print_info(info: dict[str, Any], *, title: str) -> None:
@@ -85,10 +131,10 @@ def print_version(detail: VersionDetail) -> None:
     for f in detail.files:
         files.add_row(f.path, decimal(f.size), f.digest)
     stdout.print(files)
-    stdout.print(f"digest {detail.digest}  aliases {', '.join(detail.aliases) or '-'}")
+    stdout.print(plain(f"digest {detail.digest}  aliases {', '.join(detail.aliases) or '-'}"))
     stdout.print(f'pin: {detail.name} = "{detail.version}"', markup=False)
     if detail.hub_repo:
-        stdout.print(f"on the Hub: {detail.hub_repo} at {detail.hub_revision}", markup=False)
+        stdout.print(plain(f"on the Hub: {detail.hub_repo} at {detail.hub_revision}"))
 
 
 def print_search(page: Page[AdapterSummary]) -> None:
@@ -105,7 +151,7 @@ def print_search(page: Page[AdapterSummary]) -> None:
         )
     stdout.print(table)
     if page.next_cursor:
-        stdout.print(f"more: --cursor {page.next_cursor}", markup=False)
+        stdout.print(plain(f"more: --cursor {page.next_cursor}"))
 
 
 def print_versions(detail: AdapterDetail) -> None:
@@ -142,25 +188,44 @@ def print_versions(detail: AdapterDetail) -> None:
         warn("no versions")
 
 
-def print_diff(result: Diff) -> None:
+def print_diff(result: Diff, *, top: int | None = None) -> None:
+    """The cosine, then the modules in layer order: all, or the ``top`` that weigh most in it."""
     stdout.print(f"cosine({result.x}, {result.y}) = {result.cosine:+.4f}", markup=False)
-    table = Table("layer", "module", "cosine", "||dW|| x", "||dW|| y", title="per module")
-    for m in result.modules:
+    modules = result.modules
+    title = "per module"
+    if top is not None and len(modules) > top:
+        # A module's share of the total cosine scales with ||dW_x|| ||dW_y||: show the heaviest.
+        modules = sorted(modules, key=lambda m: m.norm_x * m.norm_y, reverse=True)[:top]
+        title = f"the {top} of {len(result.modules)} modules that weigh most (--all: every one)"
+    modules = sorted(modules, key=lambda m: (m.layer is None, m.layer or 0, m.module, m.path))
+    table = Table(title=title)
+    for header in ("layer", "module", "cosine", "||dW|| x", "||dW|| y"):
+        table.add_column(header, justify="left" if header == "module" else "right")
+    for m in modules:
         layer = "-" if m.layer is None else str(m.layer)
         table.add_row(layer, m.module, f"{m.cosine:+.3f}", f"{m.norm_x:.3g}", f"{m.norm_y:.3g}")
     stdout.print(table)
     for side, paths in (("x", result.only_in_x), ("y", result.only_in_y)):
         if paths:
-            stdout.print(f"only in {side}: {', '.join(paths)}", markup=False)
+            stdout.print(plain(f"only in {side}: {', '.join(paths)}"))
 
 
-def print_similar(found: list[SimilarAdapter]) -> None:
+def print_similar(found: list[SimilarAdapter], *, left_out: int = 0, below: float = 0.0) -> None:
     table = Table("adapter", "version", "cosine", "sketch estimate")
     for s in found:
         table.add_row(
             f"{s.namespace}/{s.name}", s.version, f"{s.cosine:+.4f}", f"{s.sketch_cosine:+.3f}"
         )
-    stdout.print(table)
+    if found:
+        stdout.print(table)
+    else:
+        stdout.print("no adapter on the same base model points the same way", markup=False)
+    if left_out:
+        stdout.print(
+            f"{left_out} more with |cosine| < {below:g} left out: orthogonal updates share no "
+            "direction (--min-cosine 0 lists them)",
+            markup=False,
+        )
 
 
 def print_alias_history(moves: list[AliasMove]) -> None:

@@ -11,6 +11,7 @@
     ├── Unreachable(ConnectionError)   unreachable     the registry or a store cannot be reached
     ├── RateLimited                    rate_limited    too many failed authentications
     ├── TooLarge(ValueError)           too_large       a body or blob over its size limit
+    ├── TimedOut                       timeout         a request that did not arrive in time
     └── RangeNotSatisfiable            range_not_satisfiable   a byte range outside the blob
 
 Every edge maps these in one place: the HTTP API to a status and ``{"code", "message"}``, the
@@ -70,6 +71,10 @@ class TooLarge(RegistryError, ValueError):
     code = "too_large"
 
 
+class TimedOut(RegistryError):
+    code = "timeout"
+
+
 class RangeNotSatisfiable(RegistryError):
     code = "range_not_satisfiable"
 
@@ -92,6 +97,7 @@ ERRORS_BY_CODE: dict[str, type[RegistryError]] = {
         Unreachable,
         RateLimited,
         TooLarge,
+        TimedOut,
         RangeNotSatisfiable,
     )
 }

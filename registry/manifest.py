@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import BinaryIO
 
-from pydantic import BaseModel, field_validator
+from pydantic import BaseModel, Field, field_validator
 
 from registry.errors import InvalidAdapter
 from registry.spec import validate_digest
@@ -56,7 +56,7 @@ def digest_file(path: Path) -> tuple[str, int]:
 class FileEntry(BaseModel):
     path: str
     digest: str
-    size: int
+    size: int = Field(ge=0)  # a negative size would be a wrong Content-Length when served
 
     @field_validator("digest")
     @classmethod

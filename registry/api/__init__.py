@@ -7,8 +7,8 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from registry.api import blobs, errors, metrics, pages, routes
-from registry.api.auth import FailedAuthLimiter
+from registry.api import blobs, compare, docs, errors, limits, metrics, pages, routes, security
+from registry.api.auth import AnonymousRefusals, FailedAuthLimiter, WritesAuthenticated
 from registry.api.deps import AppState
 from registry.catalog.db import open_catalog
 from registry.settings import Settings
@@ -30,14 +30,25 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         title="stance registry",
         version="1",
         description="Registry for LoRA adapters: publish, discover, pin and fetch versions.",
+        docs_url=None,  # served from local files by registry.api.docs (no CDN)
+        redoc_url=None,
     )
     app.state.registry = AppState(
         settings, catalog.engine, catalog.sessions, open_store(settings.store_url)
     )
     app.state.auth_limiter = FailedAuthLimiter()
+    app.state.anonymous_refusals = AnonymousRefusals()
+    app.state.upload_slots = blobs.UploadSlots(settings.max_concurrent_uploads)
     errors.install(app)
+    # Middleware, innermost first: bodies bounded, writes authenticated before their body is
+    # read, every answer measured, then headers and proxies (README "Security model").
+    limits.install(app, settings)
+    app.add_middleware(WritesAuthenticated)
     metrics.install(app)
+    security.install(app, settings)
     app.include_router(routes.router)
     app.include_router(blobs.router)
     app.include_router(pages.router)
+    app.include_router(compare.router)
+    app.include_router(docs.router)
     return app

@@ -4,18 +4,22 @@ from __future__ import annotations
 
 import re
 import tempfile
+from collections import Counter
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Annotated, BinaryIO
 
 from fastapi import APIRouter, Header, Request, Response
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
+from starlette.requests import ClientDisconnect
 
-from registry.access import Scope
+from registry.access import Caller, Scope
 from registry.api.auth import Reader, Writer
-from registry.api.deps import SessionDep, StateDep
-from registry.catalog import queries
-from registry.errors import IntegrityError, RangeNotSatisfiable, TooLarge
+from registry.api.deps import AppState, SessionDep, StateDep
+from registry.catalog import queries, quotas
+from registry.catalog.db import transaction
+from registry.errors import IntegrityError, RangeNotSatisfiable, RateLimited, TooLarge
 from registry.manifest import CHUNK, StreamDigest
 from registry.spec import validate_digest
 
@@ -23,7 +27,7 @@ router = APIRouter(prefix="/v1/blobs", tags=["blobs"])
 IMMUTABLE = "public, max-age=31536000, immutable"
 _RANGE = re.compile(r"bytes=(\d*)-(\d*)")
 # Request bodies above this go to disk while they are hashed.
-SPOOL = 8 * 1024 * 1024
+SPOOL = 1024 * 1024
 
 
 def _headers(digest: str, size: int) -> dict[str, str]:
@@ -109,32 +113,85 @@ def get_blob(
     )
 
 
+class UploadSlots:
+    """Blob uploads in flight per token in this process: a token holds at most ``limit``, so
+    stalled uploads cannot pin the server's memory and connections (429 beyond)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._busy: Counter[str] = Counter()
+
+    @contextmanager
+    def take(self, actor: str) -> Iterator[None]:
+        # Only the event loop's thread calls this: no lock needed.
+        if self._busy[actor] >= self.limit:
+            raise RateLimited(
+                f"{actor} already has {self.limit} uploads in flight; retry when one finishes"
+            )
+        self._busy[actor] += 1
+        try:
+            yield
+        finally:
+            self._busy[actor] -= 1
+            if not self._busy[actor]:
+                del self._busy[actor]
+
+
+def _allowance(app: AppState, who: Caller) -> int:
+    with app.sessions() as session:
+        left = quotas.upload_allowance(session, who, quota=app.settings.upload_quota_bytes)
+    return min(left, app.settings.max_blob_bytes)
+
+
+def _over(app: AppState, who: Caller, limit: int) -> TooLarge:
+    if limit < app.settings.max_blob_bytes:
+        return TooLarge(
+            f"{who.actor} has uploaded blobs no version uses yet; its quota of "
+            f"{app.settings.upload_quota_bytes} uncommitted bytes leaves {limit}: commit them, "
+            "or wait for `stance gc` to sweep them"
+        )
+    return TooLarge(f"blobs are limited to {limit} bytes")
+
+
+def _stored(app: AppState, who: Caller, digest: str, spool: BinaryIO, size: int) -> None:
+    app.store.put(digest, spool)
+    with transaction(app.sessions) as session:
+        quotas.record_upload(session, who, digest, size)
+
+
 @router.put(
     "/{digest}",
     status_code=201,
-    responses={200: {"description": "already stored"}, 413: {"description": "too large"}},
+    responses={413: {"description": "too large, or over the token's upload quota"}},
     name="blob.upload",
 )
 async def put_blob(app: StateDep, who: Writer, digest: str, request: Request) -> Response:
-    """Upload a blob; its bytes are hashed while they arrive and refused if they differ."""
+    """Upload a blob; its bytes are hashed while they arrive and refused if they differ.
+
+    The answer depends only on the bytes sent: a blob already stored is read and verified like
+    any other and answered 201, so no caller learns what other tenants uploaded (only someone
+    holding the very bytes could ask, and they are hashed in full first).
+    """
     who.authorize(Scope.PUBLISH)
     validate_digest(digest)
-    limit = app.settings.max_weights_bytes + 1024 * 1024
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
-        raise TooLarge(f"blobs are limited to {limit} bytes")
-    if await run_in_threadpool(app.store.exists, digest):
-        return Response(status_code=200, headers={"ETag": f'"{digest}"'})
-    with tempfile.SpooledTemporaryFile(max_size=SPOOL) as spool:
-        seen = StreamDigest()
-        async for chunk in request.stream():
-            seen.update(chunk)
-            if seen.size > limit:
-                raise TooLarge(f"blobs are limited to {limit} bytes")
-            spool.write(chunk)
-        actual = seen.digest
-        if actual != digest:
-            raise IntegrityError(f"uploaded bytes hash to {actual}, not {digest}")
-        spool.seek(0)
-        await run_in_threadpool(app.store.put, digest, spool)  # type: ignore[arg-type]
+    slots: UploadSlots = request.app.state.upload_slots
+    with slots.take(who.actor):
+        limit = await run_in_threadpool(_allowance, app, who)
+        declared = request.headers.get("content-length")
+        if declared and declared.isascii() and declared.isdigit() and int(declared) > limit:
+            raise _over(app, who, limit)
+        with tempfile.SpooledTemporaryFile(max_size=SPOOL) as spool:
+            seen = StreamDigest()
+            try:
+                async for chunk in request.stream():
+                    seen.update(chunk)
+                    if seen.size > limit:
+                        raise _over(app, who, limit)
+                    spool.write(chunk)
+            except ClientDisconnect:  # the uploader went away: nobody to answer, nothing kept
+                return Response(status_code=400)
+            if seen.digest != digest:
+                raise IntegrityError(f"uploaded bytes hash to {seen.digest}, not {digest}")
+            spool.seek(0)
+            await run_in_threadpool(_stored, app, who, digest, spool, seen.size)  # type: ignore[arg-type]
     return Response(status_code=201, headers={"ETag": f'"{digest}"'})

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from dataclasses import dataclass
-from typing import Annotated
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Annotated, TypeVar
 
+import anyio
+import anyio.to_thread
 from fastapi import Depends, Request
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from registry.settings import Settings
 from registry.stores import Store
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -20,6 +24,15 @@ class AppState:
     engine: Engine  # for the hot reads that need no ORM (resolve)
     sessions: sessionmaker[Session]
     store: Store
+    _heavy: anyio.CapacityLimiter | None = field(default=None, repr=False)
+
+    async def heavy(self, work: Callable[[], T]) -> T:
+        """Run CPU-heavy work (inspection, diff, similar) in a worker thread, at most
+        ``analysis_workers`` at a time: off the event loop, and never holding every thread of
+        the pool that cheap requests (health, resolve, tokens) need."""
+        if self._heavy is None:  # made in the event loop, on first use
+            self._heavy = anyio.CapacityLimiter(self.settings.analysis_workers)
+        return await anyio.to_thread.run_sync(work, limiter=self._heavy)
 
 
 async def state(request: Request) -> AppState:

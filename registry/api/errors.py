@@ -17,6 +17,7 @@ from registry.errors import (
     RangeNotSatisfiable,
     RateLimited,
     RegistryError,
+    TimedOut,
     TooLarge,
     Unauthorized,
     Unreachable,
@@ -33,6 +34,7 @@ STATUS: dict[type[RegistryError], int] = {
     Unreachable: 503,
     RateLimited: 429,
     TooLarge: 413,
+    TimedOut: 408,
     RangeNotSatisfiable: 416,
 }
 

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Header, Query, Response
 from starlette.concurrency import run_in_threadpool
 
 from registry.access import Scope
-from registry.api.auth import Reader, Writer, WriteSessionDep
+from registry.api.auth import CallerDep, Reader, Writer, WriteSessionDep
 from registry.api.deps import AppState, SessionDep, StateDep
 from registry.catalog import analysis, publishing, queries, service
 from registry.catalog.db import current_revision
@@ -39,11 +39,12 @@ router = APIRouter(prefix="/v1")
 Name = Annotated[str, "namespace or adapter name"]
 
 
-@router.get("/health", response_model=Health, tags=["meta"])
-def health(app: StateDep, session: SessionDep) -> Health:
-    """Liveness and the catalog's schema revision."""
+@router.get("/health", response_model=Health, response_model_exclude_none=True, tags=["meta"])
+def health(app: StateDep, session: SessionDep, who: CallerDep) -> Health:
+    """Liveness and the catalog's schema revision; the store only to those who may read."""
     revision = current_revision(session.get_bind())  # type: ignore[arg-type]
-    return Health(status="ok", catalog_revision=revision, store=app.store.url)
+    may_read = who.scope is not None or app.settings.anonymous_read
+    return Health(status="ok", catalog_revision=revision, store=app.store.url if may_read else None)
 
 
 @router.get("/adapters", response_model=Page[AdapterSummary], tags=["discover"])
@@ -118,7 +119,7 @@ async def commit_version(
     response: Response,
 ) -> PublishResult:
     """Commit a version whose blobs exist; its files are inspected here, never trusted."""
-    result = await run_in_threadpool(
+    result = await app.heavy(
         partial(
             publishing.publish_manifest,
             app.sessions,
@@ -199,37 +200,44 @@ def unyank(
     response_model=list[SimilarAdapter],
     tags=["analyse"],
 )
-def similar(
+async def similar(
     app: StateDep,
     _: Reader,
-    session: SessionDep,
     namespace: Name,
     name: Name,
     version: str,
     limit: Annotated[int, Query(ge=1, le=100)] = 10,
 ) -> list[SimilarAdapter]:
     """Adapters on the same base model whose updates point the same way (exact cosines)."""
-    return analysis.similar(
-        session,
-        app.store,
-        f"{namespace}/{name}@{version}",
-        limit=limit,
-        max_weights_bytes=app.settings.max_weights_bytes,
-    )
+
+    def work() -> list[SimilarAdapter]:
+        with app.sessions() as session:
+            return analysis.similar(
+                session,
+                app.store,
+                f"{namespace}/{name}@{version}",
+                limit=limit,
+                max_weights_bytes=app.settings.max_weights_bytes,
+            )
+
+    return await app.heavy(work)
 
 
 @router.get("/diff", response_model=Diff, tags=["analyse"])
-def diff(
+async def diff(
     app: StateDep,
     _: Reader,
-    session: SessionDep,
     x: Annotated[str, Query(max_length=200, description="a spec")],
     y: Annotated[str, Query(max_length=200, description="a spec")],
 ) -> Diff:
     """Exact cosine of two published adapters' updates, per module."""
-    return analysis.diff(
-        session, app.store, x, y, folders=False, max_weights_bytes=app.settings.max_weights_bytes
-    )
+
+    def work() -> Diff:
+        limit = app.settings.max_weights_bytes
+        with app.sessions() as session:
+            return analysis.diff(session, app.store, x, y, folders=False, max_weights_bytes=limit)
+
+    return await app.heavy(work)
 
 
 @router.get(

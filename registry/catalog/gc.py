@@ -15,6 +15,10 @@ checks the store for its blobs, and its commit, which serialises with the condem
 transaction, refuses blobs condemned by any run that had not finished by then: they may be
 gone. Condemnations by runs that had finished are taken back (those bytes were uploaded again).
 A run that died before finishing is finished by the next collection.
+
+Each collection also sweeps the ``uploads`` rows (the per-token quota of uncommitted bytes,
+``quotas.upload_allowance``) that a version now references or that are older than the grace
+period: their blobs are committed, or collected by this very run.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ from sqlalchemy import ColumnElement, and_, delete, exists, func, or_, select, t
 from sqlalchemy.orm import Session, sessionmaker
 
 from registry.catalog.db import transaction
-from registry.catalog.models import Blob, GcRun, VersionFile, utcnow
+from registry.catalog.models import Blob, GcRun, Upload, VersionFile, utcnow
 from registry.errors import Conflict
 from registry.stores import Store, StoredBlob
 
@@ -67,6 +71,7 @@ class Collection(BaseModel):
     blobs: list[FreedBlob]
     catalog_rows: int
     leftover_uploads: int
+    upload_rows: int = 0  # quota rows swept: committed, or older than the grace period
 
 
 @dataclass(frozen=True)
@@ -137,6 +142,21 @@ def _orphan_rows(cutoff: datetime) -> ColumnElement[bool]:
         Blob.created_at <= cutoff,
         or_(Blob.condemned_by.is_(None), Blob.condemned_by.in_(settled)),
     )
+
+
+def _settled_uploads(cutoff: datetime) -> ColumnElement[bool]:
+    """Upload rows that no longer count against a quota: committed, or as old as gc allows."""
+    return or_(Upload.created_at <= cutoff, exists().where(VersionFile.digest == Upload.digest))
+
+
+def _sweep_uploads(session: Session, cutoff: datetime, *, dry_run: bool) -> int:
+    if dry_run:
+        counted = select(func.count()).select_from(Upload).where(_settled_uploads(cutoff))
+        return session.scalar(counted) or 0
+    swept = session.execute(
+        delete(Upload).where(_settled_uploads(cutoff)).execution_options(synchronize_session=False)
+    )
+    return int(swept.rowcount or 0)  # type: ignore[attr-defined]
 
 
 def _orphans(session: Session, cutoff: datetime) -> list[str]:
@@ -211,6 +231,7 @@ def collect_garbage(
         with sessions() as session:
             freed = _unreferenced(session, listed)
             rows = _orphans(session, cutoff)
+            swept = _sweep_uploads(session, cutoff, dry_run=True)
     else:
         _finish_abandoned(sessions, store)
         with transaction(sessions) as session:
@@ -228,6 +249,8 @@ def collect_garbage(
                     .execution_options(synchronize_session=False)
                 )
         _execute(sessions, store, run.id, [b.digest for b in freed])
+        with transaction(sessions) as session:
+            swept = _sweep_uploads(session, cutoff, dry_run=False)
     leftovers = store.sweep(cutoff, dry_run=dry_run) if isinstance(store, Sweepable) else 0
     return Collection(
         store=store.url,
@@ -239,4 +262,5 @@ def collect_garbage(
         blobs=freed,
         catalog_rows=len(rows),
         leftover_uploads=leftovers,
+        upload_rows=swept,
     )

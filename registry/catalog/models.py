@@ -111,6 +111,18 @@ class Blob(Base):
     condemned_by: Mapped[int | None] = mapped_column(ForeignKey("gc_runs.id"), index=True)
 
 
+class Upload(Base):
+    """A blob a token uploaded: until a version references it, it counts against the token's
+    quota of uncommitted bytes; ``stance gc`` sweeps rows older than its grace period."""
+
+    __tablename__ = "uploads"
+
+    actor: Mapped[str] = mapped_column(String(128), primary_key=True)
+    digest: Mapped[digest_str] = mapped_column(primary_key=True)
+    size: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[created] = mapped_column(index=True)
+
+
 class Version(Base):
     """One immutable published version; ``yanked`` hides it from ranges and ``latest`` only."""
 

@@ -8,7 +8,6 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any, Literal, overload
 
-import semantic_version
 from sqlalchemy import Connection, Row, Select, and_, bindparam, func, or_, select
 from sqlalchemy.orm import Session
 
@@ -37,6 +36,7 @@ from registry.schemas import (
     VersionDetail,
     VersionSummary,
 )
+from registry.semver import Version as SemVer
 from registry.spec import SelectorKind, Spec, parse_ref, parse_spec, validate_digest
 from registry.spec import select as select_range
 
@@ -161,7 +161,7 @@ def _select(
             return _select(db, replace(spec, selector=best, kind=SelectorKind.EXACT), statements)
         case SelectorKind.DIGEST:
             # Identical content published twice: the highest version names it.
-            return max(found, key=lambda v: semantic_version.Version(v.version), default=None)
+            return max(found, key=lambda v: SemVer(v.version), default=None)
         case _:
             return found.first()
 
@@ -256,7 +256,7 @@ def version_detail(session: Session, spec: str) -> VersionDetail:
 
 
 def _semver_desc(rows: list[Version]) -> list[Version]:
-    return sorted(rows, key=lambda v: semantic_version.Version(v.version), reverse=True)
+    return sorted(rows, key=lambda v: SemVer(v.version), reverse=True)
 
 
 def adapter_detail(session: Session, ref: str) -> AdapterDetail:

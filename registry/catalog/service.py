@@ -11,10 +11,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TypeVar
 
-import semantic_version
 from sqlalchemy import delete, insert, literal, select
 from sqlalchemy.exc import IntegrityError as DBIntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, lazyload
 
 from registry.access import Caller, Scope
 from registry.catalog.audit import record
@@ -32,12 +31,21 @@ from registry.catalog.models import (
     utcnow,
 )
 from registry.catalog.queries import find_adapter, find_version, latest_release
-from registry.errors import Conflict, Forbidden, InvalidAdapter, InvalidSpec, NotFound
+from registry.errors import (
+    Conflict,
+    Forbidden,
+    IntegrityError,
+    InvalidAdapter,
+    InvalidSpec,
+    NotFound,
+)
+from registry.lora.files import open_regular
 from registry.lora.format import CARD, CONFIG, WEIGHTS
 from registry.lora.inspection import AdapterInfo, inspect_dir
 from registry.lora.sketch import Sketch
-from registry.manifest import Manifest, manifest_of
+from registry.manifest import Manifest
 from registry.schemas import PublishResult, VersionRef
+from registry.semver import Version as SemVer
 from registry.spec import parse_publish_target, parse_ref, parse_version, validate_alias
 from registry.stores import Release, Releasing, Store, copy_verified
 
@@ -101,7 +109,7 @@ def _insert_version(
     *,
     namespace: str,
     name: str,
-    version: semantic_version.Version,
+    version: SemVer,
     staged: Staged,
     actor: str,
 ) -> Version:
@@ -145,10 +153,15 @@ def _refresh_latest(session: Session, adapter: Adapter) -> None:
     Writers of one adapter take turns from here (a row lock on PostgreSQL; SQLite serialises
     every writer already): the latest release is read after the lock, so a concurrent publish
     of a higher version that committed meanwhile is never overwritten by a stale answer.
+    FOR NO KEY UPDATE, not FOR UPDATE: each publisher's new version row already holds the
+    foreign key's KEY SHARE lock on the adapter, and FOR UPDATE would wait on the others'
+    (sixteen concurrent releases deadlocked, issue 14).
     """
     session.flush()
     current = session.execute(
-        select(Adapter.latest_version_id).where(Adapter.id == adapter.id).with_for_update()
+        select(Adapter.latest_version_id)
+        .where(Adapter.id == adapter.id)
+        .with_for_update(key_share=True)
     ).scalar_one()
     latest = latest_release(session, adapter)
     new_id = latest.id if latest is not None else None
@@ -178,9 +191,9 @@ def stage_folder(store: Store, folder: Path, *, max_weights_bytes: int, mark: Wa
     read before this call.
     """
     inspection = inspect_dir(folder, max_weights_bytes=max_weights_bytes)
-    manifest = manifest_of(inspection.files)
+    manifest = inspection.manifest  # the digests of the bytes that were validated
     for entry in manifest.files:
-        with inspection.files[entry.path].open("rb") as source:
+        with open_regular(inspection.files[entry.path]) as source:
             store.put(entry.digest, source)
     return Staged(manifest, inspection.info, inspection.sketch, inspection.warnings, mark)
 
@@ -200,10 +213,23 @@ def stage_manifest(
         raise NotFound(f"blobs not uploaded yet: {', '.join(missing)}")
     with tempfile.TemporaryDirectory(prefix="stance-stage-") as tmp:
         copy_verified(store, manifest.files, Path(tmp))
+        _check_sizes(manifest, Path(tmp))
         # Every blob was checked against its digest on the way here, and the folder holds only
         # the manifest's files: what is inspected is exactly what the manifest names.
         inspection = inspect_dir(Path(tmp), max_weights_bytes=max_weights_bytes)
     return Staged(manifest, inspection.info, inspection.sketch, inspection.warnings, mark)
+
+
+def _check_sizes(manifest: Manifest, folder: Path) -> None:
+    """Refuse a manifest whose sizes are not its blobs' own: the size recorded for a blob is
+    shared by every tenant that publishes it, and served as its Content-Length."""
+    for entry in manifest.files:
+        actual = (folder / entry.path).stat().st_size
+        if actual != entry.size:
+            raise IntegrityError(
+                f"{entry.path}: the manifest says {entry.size} bytes, but its blob "
+                f"{entry.digest} has {actual}"
+            )
 
 
 def check_target(store: Store, target: str) -> None:
@@ -282,7 +308,37 @@ def publish(
 
 
 def _alias_row(session: Session, adapter: Adapter, alias: str) -> Alias | None:
-    return session.scalars(select(Alias).filter_by(adapter_id=adapter.id, name=alias)).one_or_none()
+    """The alias, locked until the transaction ends: concurrent movers take turns, so each
+    history event starts where the previous one ended (issue 14). Its version is loaded after
+    the lock: a joined row, re-checked by PostgreSQL once the lock is granted, would be the
+    version before the move, gone from the join."""
+    return session.scalars(
+        select(Alias)
+        .filter_by(adapter_id=adapter.id, name=alias)
+        .options(lazyload(Alias.version))
+        .with_for_update(of=Alias, key_share=True)
+        .execution_options(populate_existing=True)
+    ).one_or_none()
+
+
+def _locked_alias(
+    session: Session, adapter: Adapter, alias: str, target: Version, actor: str
+) -> tuple[Alias, str | None]:
+    """The alias row (locked) and the version it named before; None when created here. Of two
+    creators, the unique constraint lets one insert; the other then moves what it made."""
+    row = _alias_row(session, adapter, alias)
+    if row is not None:
+        return row, row.version.version
+    try:
+        with session.begin_nested():
+            row = Alias(adapter_id=adapter.id, name=alias, version=target, updated_by=actor)
+            session.add(row)
+        return row, None
+    except DBIntegrityError:
+        row = _alias_row(session, adapter, alias)
+        if row is None:
+            raise
+        return row, row.version.version
 
 
 def _guard_protected(row: Alias | None, caller: Caller, ref: str) -> None:
@@ -312,13 +368,9 @@ def set_alias(
     target = find_version(session, adapter, version, required=True)
     if target.yanked:
         raise Conflict(f"{namespace}/{name}@{version} is yanked; an alias cannot point at it")
-    row = _alias_row(session, adapter, alias)
+    row, before = _locked_alias(session, adapter, alias, target, actor)
     _guard_protected(row, caller, f"{namespace}/{name}")
-    before = row.version.version if row is not None else None
-    if row is None:
-        row = Alias(adapter_id=adapter.id, name=alias, version=target, updated_by=actor)
-        session.add(row)
-    elif before != version:
+    if before is not None and before != version:
         row.version, row.updated_by, row.updated_at = target, actor, utcnow()
     if protect is not None:
         row.protected = protect
@@ -395,11 +447,25 @@ def _ref(row: Version) -> VersionRef:
     )
 
 
+def _guard_protected_target(session: Session, row: Version, caller: Caller) -> None:
+    """Yanking what a protected alias points at moves that alias's meaning: admins only."""
+    guarded = session.scalars(
+        select(Alias.name).where(Alias.version_id == row.id, Alias.protected.is_(True))
+    ).all()
+    if guarded and not caller.is_admin:
+        names = ", ".join(sorted(guarded))
+        raise Forbidden(
+            f"{_ref(row).spec} is the target of protected alias(es) {names}: only an admin may "
+            "yank it"
+        )
+
+
 def yank(session: Session, spec: str, *, reason: str | None = None, caller: Caller) -> VersionRef:
     """Hide an exact version from ranges and ``latest``; still resolvable, never deleted."""
     row = _exact(session, spec, caller)
     actor = caller.actor
     if not row.yanked:
+        _guard_protected_target(session, row, caller)
         row.yanked, row.yanked_reason, row.yanked_at = True, reason, utcnow()
         record(session, actor=actor, action="yank", target=_ref(row).spec, reason=reason)
         _refresh_latest(session, row.adapter)

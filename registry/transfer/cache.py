@@ -11,6 +11,11 @@ Layout under ``<home>/cache`` (pinned by a test; other tools may read it):
 Downloads go to a partial file and are renamed into place once verified: the lock stops two
 processes downloading the same blob twice; the rename is the guarantee that nobody sees half a
 file (and a partial file never passes for a blob: its bytes are hashed to the end).
+
+Resolutions come from a server or a lock file, neither of them trusted: namespace, name and
+version must obey the publishing rules before they become folder names, every path built from
+them is checked to stay under the cache, and a source that sends more than the declared size is
+cut off at that size.
 """
 
 from __future__ import annotations
@@ -25,9 +30,10 @@ from typing import BinaryIO
 
 from filelock import FileLock
 
-from registry.errors import IntegrityError, Unreachable
+from registry.errors import IntegrityError, InvalidSpec, NotFound, Unreachable
 from registry.manifest import CHUNK, FileEntry, StreamDigest, digest_file
 from registry.schemas import Resolution
+from registry.spec import parse_version, validate_digest, validate_name
 
 Opener = Callable[[str], BinaryIO]
 Resume = Callable[[str, int], BinaryIO]  # (digest, offset): the rest of a blob
@@ -38,7 +44,32 @@ _LINK_TO_BLOBS = os.path.join("..", "..", "..", "..", "blobs", "")
 
 
 def _hex(digest: str) -> str:
-    return digest.removeprefix("sha256:")
+    return validate_digest(digest).removeprefix("sha256:")
+
+
+def inside(path: str | Path, root: Path) -> Path:
+    """``path`` if it stays under ``root`` once ``..`` and symlinks above it are resolved, else
+    raise IntegrityError: no answer from a server or a lock file may name a path elsewhere.
+
+    The last component is not followed: it is what will be written (or replaced, if a link).
+    """
+    parent, last = os.path.split(os.path.normpath(path))
+    real = os.path.normpath(os.path.join(os.path.realpath(parent), last))
+    base = os.path.realpath(root)
+    if os.path.commonpath([real, base]) != base or real == base:
+        raise IntegrityError(f"refusing to write {path}: it is not inside {root}")
+    return Path(path)
+
+
+def version_folder(root: Path, resolution: Resolution) -> Path:
+    """``root/<namespace>/<name>/<version>``, once each part obeys the publishing rules."""
+    try:
+        validate_name(resolution.namespace, what="namespace")
+        validate_name(resolution.name)
+        parse_version(resolution.version)
+    except InvalidSpec as exc:
+        raise IntegrityError(f"refusing a resolution that names no version: {exc}") from None
+    return inside(root / resolution.namespace / resolution.name / resolution.version, root)
 
 
 class Cache:
@@ -73,8 +104,11 @@ class Cache:
             with partial.open(mode) as out, source:
                 while chunk := source.read(CHUNK):
                     seen.update(chunk)
-                    if seen.size > entry.size:  # a store that sends more is wrong; stop filling
-                        break
+                    if seen.size > entry.size:  # never more than declared: hang up at once
+                        raise IntegrityError(
+                            f"{entry.path}: the download sent more than the expected "
+                            f"{entry.size} bytes"
+                        )
                     out.write(chunk)
         except Unreachable:
             if resume is None:
@@ -114,17 +148,37 @@ class Cache:
                     self._write(entry, opener, resume)
                     self._verified.add(entry.digest)
         if entry.digest not in self._verified:
-            self.verify(entry)
+            try:
+                self.verify(entry)
+            except IntegrityError:
+                self._replace(entry, opener)
         return path
+
+    def _replace(self, entry: FileEntry, opener: Opener) -> None:
+        """A cached blob that fails its digest (disk fault, edited by hand) is fetched again.
+
+        The new copy is verified before the rename replaces the bad one; if fetching fails, the
+        bad copy stays and the fetch's error says why (issue 16: sync and pull repair).
+        """
+        (self.root / "locks").mkdir(parents=True, exist_ok=True)
+        with FileLock(self.root / "locks" / f"{_hex(entry.digest)}.lock"):
+            try:
+                self.verify(entry)  # another process may have replaced it meanwhile
+            except IntegrityError as bad:
+                try:
+                    self._write(entry, opener, None)
+                except NotFound as missing:  # nowhere to fetch it from (a lock, offline)
+                    raise IntegrityError(f"{bad.message}; {missing.message}") from missing
+                self._verified.add(entry.digest)
 
     def version(self, resolution: Resolution, opener: Opener, resume: Resume | None = None) -> Path:
         """``versions/<ns>/<name>/<version>/``: the version's files as links into blobs/."""
-        folder = self.root / "versions" / resolution.namespace / resolution.name
-        folder = folder / resolution.version
+        folder = version_folder(self.root / "versions", resolution)
         made = False
         for entry in resolution.files:
-            self.blob(entry, opener, resume)
             link = os.path.join(folder, entry.path)
+            inside(link, folder)
+            self.blob(entry, opener, resume)
             target = _LINK_TO_BLOBS + _hex(entry.digest)  # what os.path.relpath gives, cheaper
             with contextlib.suppress(OSError):  # missing, or not a link: (re)made below
                 if os.readlink(link) == target:

@@ -8,7 +8,7 @@ from typing import BinaryIO, cast
 
 import httpx
 
-from registry.errors import RegistryError, Unreachable
+from registry.errors import IntegrityError, RegistryError, Unreachable
 from registry.manifest import CHUNK
 
 
@@ -58,11 +58,24 @@ class _Body:
         self.close()
 
 
+def _check_length(response: httpx.Response, expected: int) -> None:
+    announced = response.headers.get("content-length")
+    if response.headers.get("content-encoding", "identity") != "identity":
+        return  # a proxy compressed it: the length is of other bytes (the cache still counts)
+    if announced is not None and announced.strip() != str(expected):
+        response.close()
+        raise IntegrityError(
+            f"{response.url} announces Content-Length {announced[:40]}, "
+            f"but {expected} bytes were declared"
+        )
+
+
 def open_stream(
     http: httpx.Client,
     url: str,
     *,
     start: int = 0,
+    size: int | None = None,
     headers: dict[str, str] | None = None,
     unreachable: str,
     fail: Callable[[httpx.Response], RegistryError],
@@ -70,7 +83,9 @@ def open_stream(
     """A streamed GET of ``url`` from byte ``start`` (an HTTP Range), as a read-only file.
 
     ``fail`` turns an error response (read and closed) into the error to raise; a server that
-    ignores the Range is skipped ahead, so the caller always gets bytes from ``start`` on.
+    ignores the Range is skipped ahead, so the caller always gets bytes from ``start`` on. With
+    ``size`` (the whole blob's declared size) a Content-Length announcing other than that is
+    refused before a byte of the body is read.
     """
     wanted = {**(headers or {}), **({"Range": f"bytes={start}-"} if start else {})}
     with transport_errors(unreachable):
@@ -79,6 +94,8 @@ def open_stream(
         response.read()
         response.close()
         raise fail(response)
+    if size is not None:
+        _check_length(response, size - start if response.status_code == 206 else size)
     body = _Body(response)
     if start and response.status_code == 200:
         body.read(start)

@@ -245,7 +245,7 @@ def test_failed_authentication_is_rate_limited(
         assert client.get("/v1/adapters", headers=bearer("stance_wrong")).status_code == 401
     limited = client.get("/v1/adapters", headers=bearer("stance_wrong"))
     assert limited.status_code == 429 and limited.json()["code"] == "rate_limited"
-    assert client.get("/v1/adapters", headers=good).status_code == 429  # the address, not a token
+    assert client.get("/v1/adapters", headers=good).status_code == 200  # others never block it
     assert client.get("/v1/adapters").status_code == 200  # anonymous reads carry no credentials
 
 
