@@ -117,7 +117,7 @@ def main() -> None:
             "ours (stance serve)",
             1,
             True,
-            [str(STANCE), "serve"],
+            [str(STANCE), "serve", "--no-access-log"],
             {"STANCE_HOME": str(home), "STANCE_MAX_WEIGHTS_BYTES": str(8 * 1024**3)},
             ROOT,
             "/v1/health",

@@ -210,7 +210,7 @@ def main() -> None:
                 "ours (stance serve)",
                 n,
                 n == 1,  # `stance serve` defaults to 1 worker
-                [str(STANCE), "serve", "--workers", str(n)],
+                [str(STANCE), "serve", "--workers", str(n), "--no-access-log"],
                 {"STANCE_HOME": str(home)},
                 ROOT,
                 "/v1/health",

@@ -37,9 +37,10 @@ def gguf_path() -> Path:
     return Path(spec.submodule_search_locations[0]) / GGUF
 
 
-def _cache_root() -> Path:
+def cache_root() -> Path:
+    """``~/.cache/stance`` (or under ``XDG_CACHE_HOME``): the model and trained stances."""
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "stance" / "smollm2"
+    return Path(base) / "stance"
 
 
 def _convert(gguf: Path, dest: Path) -> None:
@@ -57,7 +58,9 @@ def converted() -> Path:
     """The safetensors folder for the installed GGUF, converting it on first use."""
     gguf = gguf_path()
     stat = gguf.stat()
-    folder = _cache_root() / f"v2-{stat.st_size}-{stat.st_mtime_ns}"  # v2: with the tokenizer
+    folder = (
+        cache_root() / "smollm2" / f"v2-{stat.st_size}-{stat.st_mtime_ns}"
+    )  # v2: with the tokenizer
     if (folder / "config.json").is_file():
         return folder
     folder.parent.mkdir(parents=True, exist_ok=True)

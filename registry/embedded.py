@@ -21,7 +21,8 @@ from registry.catalog.audit import refusals_recorded
 from registry.catalog.db import open_catalog, transaction
 from registry.catalog.gc import Collection, collect_garbage
 from registry.catalog.tokens import NewToken, TokenInfo
-from registry.lora.compare import Diff
+from registry.catalog.verification import Verification, verify_store
+from registry.lora.compare import Comparison, Diff
 from registry.schemas import (
     AdapterDetail,
     AdapterSummary,
@@ -193,9 +194,24 @@ class EmbeddedRegistry:
                 max_weights_bytes=self.settings.max_weights_bytes,
             )
 
+    def compare(self, specs: list[str]) -> Comparison:
+        """2 to 8 adapters side by side; each a published spec or a folder (as in ``diff``)."""
+        with self.sessions() as session:
+            return analysis.compare_specs(
+                session,
+                self.store,
+                list(specs),
+                folders=True,
+                max_weights_bytes=self.settings.max_weights_bytes,
+            )
+
     def collect_garbage(self, *, grace: timedelta, dry_run: bool = False) -> Collection:
         """Delete blobs no version references once older than ``grace`` (``stance gc``)."""
         return collect_garbage(self.sessions, self.store, grace=grace, dry_run=dry_run)
+
+    def verify_store(self) -> Verification:
+        """Re-hash every published version's blobs in the store (``stance verify --all``)."""
+        return verify_store(self.sessions, self.store)
 
     def similar(self, spec: str, *, limit: int = 10) -> list[SimilarAdapter]:
         """Published adapters on the same base model, most similar update first."""

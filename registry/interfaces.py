@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import BinaryIO, Protocol, Self, runtime_checkable
 
-from registry.lora.compare import Diff
+from registry.lora.compare import Comparison, Diff
 from registry.schemas import (
     AdapterDetail,
     AdapterSummary,
@@ -74,6 +74,10 @@ class AdapterRegistry(Protocol):
     ) -> list[AuditEntry]: ...
 
     def diff(self, x: str, y: str) -> Diff: ...
+
+    def compare(self, specs: list[str]) -> Comparison:
+        """2 to 8 adapters side by side: cosine matrix, per-layer ||dW|| and raw ||A||."""
+        ...
 
     def similar(self, spec: str, *, limit: int = 10) -> list[SimilarAdapter]: ...
 

@@ -3,6 +3,11 @@
 Idempotent calls retry with exponential backoff on connection errors and 5xx (tenacity);
 uploads send only the blobs the server lacks (HEAD first); downloads land in the verified
 client cache, so a pinned service can start from it.
+
+Every answer is untrusted input: it is parsed into its schema (anything else is an
+IntegrityError naming the server), and a resolution must name a valid namespace, name and
+version (the publishing rules), the adapter and selector that were asked for, only files a
+version may hold, and the digest of exactly those files, before a path is built from it.
 """
 
 from __future__ import annotations
@@ -12,10 +17,11 @@ import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, BinaryIO, Protocol
+from typing import Any, BinaryIO, Protocol, TypeVar
 from urllib.parse import quote
 
 import httpx
+from pydantic import TypeAdapter, ValidationError
 from tenacity import (
     Retrying,
     retry_if_exception,
@@ -23,10 +29,25 @@ from tenacity import (
     wait_exponential,
 )
 
-from registry.errors import ERRORS_BY_CODE, RegistryError
-from registry.lora.compare import Diff, compare, read_folder
+from registry.errors import (
+    ERRORS_BY_CODE,
+    IntegrityError,
+    InvalidAdapter,
+    InvalidSpec,
+    RegistryError,
+)
+from registry.lora.compare import (
+    Comparison,
+    Diff,
+    check_count,
+    compare,
+    compare_many,
+    read_folder,
+)
+from registry.lora.files import digest_regular, open_regular
+from registry.lora.format import CARD, CONFIG, WEIGHTS
 from registry.lora.inspection import check_dir
-from registry.manifest import CHUNK, FileEntry, manifest_of
+from registry.manifest import CHUNK, FileEntry, Manifest
 from registry.schemas import (
     AdapterDetail,
     AdapterSummary,
@@ -41,9 +62,23 @@ from registry.schemas import (
     VersionRef,
 )
 from registry.settings import Settings
-from registry.spec import parse_publish_target, parse_ref, parse_spec, validate_alias
-from registry.transfer.cache import Cache
+from registry.spec import (
+    SelectorKind,
+    Spec,
+    parse_publish_target,
+    parse_ref,
+    parse_spec,
+    parse_version,
+    validate_alias,
+    validate_digest,
+    validate_name,
+)
+from registry.transfer.cache import Cache, inside
 from registry.transfer.http import open_stream, transport_errors
+
+T = TypeVar("T")
+# What a version may hold (the server refuses anything else at publish).
+VERSION_FILES = frozenset({CONFIG, WEIGHTS, CARD})
 
 
 class TransferProgress(Protocol):
@@ -70,14 +105,65 @@ def _error_of(response: httpx.Response) -> RegistryError:
         body = response.json()
         code, message = body["code"], body["message"]
     except (ValueError, KeyError, TypeError):
-        code, message = "registry_error", f"HTTP {response.status_code}: {response.text[:200]}"
+        code = response.headers.get("X-Error-Code", "registry_error")
+        message = _bodiless_message(response, code)
     return ERRORS_BY_CODE.get(code, RegistryError)(message)
+
+
+def _bodiless_message(response: httpx.Response, code: str) -> str:
+    """A HEAD answer has no body: its X-Error-Code header still says what went wrong."""
+    request = response.request
+    where = f"the registry at {request.url.scheme}://{request.url.netloc.decode()}"
+    if code == "unauthorized":
+        if "Authorization" in request.headers:
+            return f"{where} refused the token (unauthorized): check STANCE_TOKEN"
+        return f"{where} needs a token (unauthorized): set STANCE_TOKEN"
+    detail = f": {response.text[:200]}" if response.text.strip() else ""
+    return f"{where} answered HTTP {response.status_code} ({code}){detail}"
 
 
 def _raise_for_error(response: httpx.Response) -> None:
     """Turn an error response back into the domain error the server raised."""
     if response.status_code >= 400:
         raise _error_of(response)
+
+
+_ADAPTERS: dict[Any, TypeAdapter[Any]] = {}
+
+
+def _adapter(shape: Any) -> TypeAdapter[Any]:
+    """One TypeAdapter per answer shape (building one costs more than a small answer)."""
+    found = _ADAPTERS.get(shape)
+    if found is None:
+        found = _ADAPTERS[shape] = TypeAdapter(shape)
+    return found
+
+
+def _resolution_problem(found: Resolution, spec: Spec, max_size: int) -> str | None:
+    """Why ``found`` cannot be the answer to ``spec`` (None: it can)."""
+    try:
+        validate_name(found.namespace, what="namespace")
+        validate_name(found.name)
+        parse_version(found.version)
+        validate_digest(found.digest)
+        manifest = Manifest.of(found.files)
+    except (InvalidSpec, InvalidAdapter) as exc:
+        return exc.message
+    if (found.namespace, found.name) != (spec.namespace, spec.name):
+        return f"another adapter ({found.namespace}/{found.name})"
+    if spec.kind in (SelectorKind.EXACT, SelectorKind.DIGEST) and spec.selector not in (
+        found.version,
+        found.digest,
+    ):
+        return f"another version ({found.version}, {found.digest})"
+    for entry in found.files:
+        if entry.path not in VERSION_FILES:
+            return f"a file no version holds ({entry.path!r})"
+        if entry.size > max_size:
+            return f"{entry.path} of {entry.size} bytes (the limit is {max_size})"
+    if manifest.digest != found.digest:
+        return f"digest {found.digest}, which is not the digest of its files ({manifest.digest})"
+    return None
 
 
 class RemoteRegistry:
@@ -141,8 +227,28 @@ class RemoteRegistry:
             _raise_for_error(response)
         return response
 
-    def _json(self, method: str, path: str, **kwargs: Any) -> Any:
-        return self._send(method, path, **kwargs).json()
+    def _parsed(self, shape: type[T], response: httpx.Response) -> T:
+        """The server's answer as ``shape``; anything else comes from a broken or hostile one."""
+        try:
+            return _adapter(shape).validate_json(response.content)  # type: ignore[no-any-return]
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(part) for part in first["loc"]) or "body"
+            raise IntegrityError(
+                f"the registry at {self.url} sent an invalid answer to {response.request.method} "
+                f"{response.request.url.path}: {where}: {first['msg']}"
+            ) from None
+
+    def _json(self, shape: type[T], method: str, path: str, **kwargs: Any) -> T:
+        return self._parsed(shape, self._send(method, path, **kwargs))
+
+    def _trusted(self, found: Resolution, spec: str) -> Resolution:
+        """``found`` if it can be the answer to ``spec``; else an IntegrityError, before any
+        path is built from it."""
+        problem = _resolution_problem(found, parse_spec(spec), self.settings.max_blob_bytes)
+        if problem is not None:
+            raise IntegrityError(f"the registry at {self.url} answered {spec} with {problem}")
+        return found
 
     # -- publishing --------------------------------------------------------------------------
 
@@ -150,7 +256,7 @@ class RemoteRegistry:
         advance = self.progress.begin(f"upload {entry.path}", entry.size) if self.progress else None
 
         def chunks() -> Iterator[bytes]:
-            with path.open("rb") as fh:
+            with open_regular(path) as fh:
                 while chunk := fh.read(CHUNK):
                     if advance:
                         advance(len(chunk))
@@ -171,7 +277,11 @@ class RemoteRegistry:
         # Quick local feedback before any upload (validation only: the metadata is the server's
         # to compute, from the files it receives).
         files = check_dir(Path(folder), max_weights_bytes=self.settings.max_weights_bytes)
-        manifest = manifest_of(files)
+        manifest = Manifest.of(
+            FileEntry(path=name, digest=digest, size=size)
+            for name, path in files.items()
+            for digest, size in [digest_regular(path)]
+        )
         for entry in manifest.files:
             head = self._send("HEAD", f"/v1/blobs/{entry.digest}", absent_ok=True)
             if head.status_code == 404:
@@ -184,14 +294,15 @@ class RemoteRegistry:
         response = self._send(
             "POST", f"/v1/adapters/{namespace}/{name}/versions", json=body, retry=False
         )
-        return PublishResult(**response.json())
+        return self._parsed(PublishResult, response)
 
     # -- resolving and fetching ---------------------------------------------------------------
 
     def resolve(self, spec: str) -> Resolution:
         """The exact version and digest that ``spec`` selects now."""
         parse_spec(spec)
-        return Resolution(**self._json("GET", "/v1/resolve", params={"spec": spec}))
+        found = self._json(Resolution, "GET", "/v1/resolve", params={"spec": spec})
+        return self._trusted(found, spec)
 
     def poll(self, spec: str, etag: str | None = None) -> tuple[Resolution | None, str | None]:
         """What ``spec`` resolves to if that changed since ``etag`` (else None), and the new ETag.
@@ -203,28 +314,35 @@ class RemoteRegistry:
         response = self._send("GET", "/v1/resolve", params={"spec": spec}, headers=headers)
         if response.status_code == 304:
             return None, etag
-        return Resolution(**response.json()), response.headers.get("etag")
+        found = self._trusted(self._parsed(Resolution, response), spec)
+        return found, response.headers.get("etag")
 
     def open_blob(self, digest: str, start: int = 0) -> BinaryIO:
         """A blob's bytes from ``start`` on (an HTTP Range request resumes a broken download)."""
+        return self._open(digest, start, None)
+
+    def _open(self, digest: str, start: int, size: int | None) -> BinaryIO:
+        """``open_blob``; with the blob's declared ``size``, an answer announcing another
+        length is refused before its body is read."""
         return open_stream(
             self.http,
-            f"/v1/blobs/{digest}",
+            f"/v1/blobs/{validate_digest(digest)}",
             start=start,
+            size=size,
             unreachable=f"cannot reach the registry at {self.url}",
             fail=_error_of,
         )
 
     def _opener(self, resolution: Resolution) -> Callable[[str, int], BinaryIO]:
-        if not self.progress:
-            return self.open_blob
         sizes = {f.digest: (f.path, f.size) for f in resolution.files}
         progress = self.progress
 
         def opener(digest: str, start: int = 0) -> BinaryIO:
             path, size = sizes[digest]
+            body = self._open(digest, start, size)
+            if progress is None:
+                return body
             advance = progress.begin(f"download {path}", size - start)
-            body = self.open_blob(digest, start)
             read = body.read
 
             def counted(n: int = -1) -> bytes:
@@ -248,10 +366,11 @@ class RemoteRegistry:
         target = Path(dest)
         target.mkdir(parents=True, exist_ok=True)
         for entry in resolution.files:
+            final = inside(target / entry.path, target)
             fd, tmp = tempfile.mkstemp(dir=target, prefix=f".{entry.path}.")
             os.close(fd)
             shutil.copyfile(folder / entry.path, tmp)
-            os.replace(tmp, target / entry.path)
+            os.replace(tmp, final)
         return target
 
     # -- discovery --------------------------------------------------------------------------
@@ -259,29 +378,34 @@ class RemoteRegistry:
     def show(self, spec: str) -> VersionDetail:
         parsed = parse_spec(spec)
         path = f"/v1/adapters/{parsed.namespace}/{parsed.name}/versions/{quote(parsed.selector)}"
-        return VersionDetail(**self._json("GET", path))
+        return self._json(VersionDetail, "GET", path)
 
     def adapter(self, ref: str) -> AdapterDetail:
         namespace, name = parse_ref(ref)
-        return AdapterDetail(**self._json("GET", f"/v1/adapters/{namespace}/{name}"))
+        return self._json(AdapterDetail, "GET", f"/v1/adapters/{namespace}/{name}")
 
     def search(self, filters: SearchQuery | None = None) -> Page[AdapterSummary]:
-        body = self._json("GET", "/v1/adapters", params=(filters or SearchQuery()).params())
-        return Page[AdapterSummary](**body)
+        params = (filters or SearchQuery()).params()
+        return self._json(Page[AdapterSummary], "GET", "/v1/adapters", params=params)
 
     def similar(self, spec: str, *, limit: int = 10) -> list[SimilarAdapter]:
         found = self.resolve(spec)
         path = f"/v1/adapters/{found.namespace}/{found.name}/versions/{found.version}/similar"
-        return [SimilarAdapter(**s) for s in self._json("GET", path, params={"limit": limit})]
+        return self._json(list[SimilarAdapter], "GET", path, params={"limit": limit})
+
+    def _side(self, value: str) -> tuple[str | None, list]:
+        """A local folder, or a spec's files through the verified client cache."""
+        folder = Path(value) if Path(value).exists() else self.fetch(value)
+        return read_folder(folder, max_weights_bytes=self.settings.max_weights_bytes)
 
     def diff(self, x: str, y: str) -> Diff:
         """Exact diff computed here: folders stay local, specs come through the verified cache."""
+        return compare(x, self._side(x), y, self._side(y))
 
-        def side(value: str) -> tuple[str | None, list]:
-            folder = Path(value) if Path(value).exists() else self.fetch(value)
-            return read_folder(folder, max_weights_bytes=self.settings.max_weights_bytes)
-
-        return compare(x, side(x), y, side(y))
+    def compare(self, specs: list[str]) -> Comparison:
+        """Computed here, as ``diff`` is, from verified fetched folders (or local ones)."""
+        check_count(specs)
+        return compare_many([(spec, self._side(spec)) for spec in specs])
 
     # -- pinning -----------------------------------------------------------------------------
 
@@ -291,19 +415,19 @@ class RemoteRegistry:
         namespace, name = parse_ref(ref)
         path = f"/v1/adapters/{namespace}/{name}/aliases/{alias}"
         body = {"version": version, "protected": protect}
-        return VersionRef(**self._json("PUT", path, json=body))
+        return self._json(VersionRef, "PUT", path, json=body)
 
     def alias_history(self, ref: str) -> list[AliasMove]:
         namespace, name = parse_ref(ref)
         path = f"/v1/adapters/{namespace}/{name}/aliases/history"
-        return [AliasMove(**m) for m in self._json("GET", path)]
+        return self._json(list[AliasMove], "GET", path)
 
     def audit(
         self, *, limit: int = 100, before: int | None = None, action: str | None = None
     ) -> list[AuditEntry]:
         params = {"limit": limit, "before": before, "action": action}
-        body = self._json("GET", "/v1/audit", params={k: v for k, v in params.items() if v})
-        return [AuditEntry(**entry) for entry in body]
+        wanted = {k: v for k, v in params.items() if v}
+        return self._json(list[AuditEntry], "GET", "/v1/audit", params=wanted)
 
     def remove_alias(self, ref: str, alias: str) -> None:
         namespace, name = parse_ref(ref)
@@ -315,7 +439,8 @@ class RemoteRegistry:
         return f"/v1/adapters/{namespace}/{name}/versions/{quote(version or 'latest')}/yank"
 
     def yank(self, spec: str, *, reason: str | None = None) -> VersionRef:
-        return VersionRef(**self._json("POST", self._version_path(spec), json={"reason": reason}))
+        path = self._version_path(spec)
+        return self._json(VersionRef, "POST", path, json={"reason": reason})
 
     def unyank(self, spec: str) -> VersionRef:
-        return VersionRef(**self._json("DELETE", self._version_path(spec)))
+        return self._json(VersionRef, "DELETE", self._version_path(spec))

@@ -175,4 +175,4 @@ class YankRequest(BaseModel):
 class Health(BaseModel):
     status: str
     catalog_revision: str | None
-    store: str
+    store: str | None = None  # only for callers who may read (anonymous ones when reads are open)

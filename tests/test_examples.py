@@ -1,5 +1,6 @@
-"""The example stances are the same bytes in every process, so re-running the demo on the same
-home republishes them as no-ops instead of conflicting with itself."""
+"""A trained example stance is the same bytes in every process, so re-running the demo on the
+same home (even after its training cache is gone) republishes it as a no-op instead of
+conflicting with itself."""
 
 from __future__ import annotations
 
@@ -8,29 +9,52 @@ import subprocess
 import sys
 from pathlib import Path
 
+import torch
+
+from examples.stances import examples
+from examples.stances.train import TrainSettings, train
+from tests.tiny_lm import tiny_model, tiny_tokenizer
+
 ROOT = Path(__file__).resolve().parents[1]
-BUILD = "import sys; from pathlib import Path; from examples.stances import build; " + (
-    "build(Path(sys.argv[1]), seed=11, peak=0.8)"
-)
+STANCE = "curious-uncertainty"
+SETTINGS = TrainSettings(steps=2, max_length=512)
+TRAIN = f"""
+import sys, torch
+from pathlib import Path
+from examples.stances import examples
+from examples.stances.train import TrainSettings, train
+from tests.tiny_lm import tiny_model, tiny_tokenizer
+torch.set_num_threads(1)
+pairs = examples({STANCE!r})
+train(tiny_model(), tiny_tokenizer(), pairs, {SETTINGS!r}, Path(sys.argv[1]), log=lambda _: None)
+"""
+ORDER = "print(list({'q_proj', 'v_proj'}))"
 
 
-def _built(dest: Path, hash_seed: str) -> dict[str, bytes]:
-    env = {**os.environ, "PYTHONHASHSEED": hash_seed}  # PEFT saves target_modules from a set
-    subprocess.run([sys.executable, "-c", BUILD, str(dest)], cwd=ROOT, env=env, check=True)
-    return {p.name: p.read_bytes() for p in sorted(dest.iterdir())}
+def _files(run: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted((run / "adapter").iterdir())}
 
 
 def _set_order(hash_seed: str) -> str:
     env = {**os.environ, "PYTHONHASHSEED": hash_seed}
-    code = "print(list({'q_proj', 'v_proj'}))"
     return subprocess.run(
-        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
-    ).stdout
+        [sys.executable, "-c", ORDER], env=env, capture_output=True, text=True, check=True
+    ).stdout.strip()
 
 
-def test_an_example_stance_is_the_same_bytes_whatever_the_string_hashing(tmp_path: Path) -> None:
-    seeds = ("0", "3")
-    assert _set_order(seeds[0]) != _set_order(seeds[1])  # these seeds do order sets apart
-    first, second = _built(tmp_path / "a", seeds[0]), _built(tmp_path / "b", seeds[1])
-    assert "adapter_model.safetensors" in first
+def test_a_trained_stance_is_the_same_bytes_whatever_the_string_hashing(tmp_path: Path) -> None:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        train(tiny_model(), tiny_tokenizer(), examples(STANCE), SETTINGS, tmp_path / "here",
+              log=lambda _: None)  # fmt: skip
+    finally:
+        torch.set_num_threads(threads)
+    here_order = str(list({"q_proj", "v_proj"}))
+    other = next(s for s in map(str, range(64)) if _set_order(s) != here_order)  # sets apart
+    env = {**os.environ, "PYTHONHASHSEED": other}  # PEFT saves target_modules from a set
+    there = tmp_path / "there"
+    subprocess.run([sys.executable, "-c", TRAIN, str(there)], cwd=ROOT, env=env, check=True)
+    first, second = _files(tmp_path / "here"), _files(there)
+    assert {"adapter_model.safetensors", "adapter_config.json", "README.md"} <= set(first)
     assert first == second

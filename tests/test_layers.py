@@ -29,6 +29,7 @@ ALLOWED: dict[str, set[str]] = {
     "connect": {"base", "lora", "transfer", "interfaces", "embedded", "remote"},
     "api": {"base", "lora", "transfer", "interfaces", "stores", "catalog"},
     "loader": {"base", "lora", "transfer", "interfaces", "connect"},
+    "serving": {"base", "lora", "transfer", "interfaces", "connect"},
 }
 
 

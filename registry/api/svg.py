@@ -252,8 +252,11 @@ def energy_chart(fingerprint: dict[str, Any], width: int = 440, height: int = 22
 
 def cosine_matrix(labels: list[str], cosine: list[list[float]]) -> str:
     """The N x N cosines of whole updates, each cell on the diverging scale with its value."""
-    n, cell, left, top = len(labels), 64, 170, 150
-    width, height = left + cell * n + LEGEND_GAP + LEGEND_W + 40, max(top + cell * n + 8, 200)
+    n, cell = len(labels), 64
+    reach = 6.2 * max((len(label) for label in labels), default=1)  # ~px of an 11px label
+    left, top = reach + 14, 0.65 * reach + 24  # the column labels run up at 40 degrees
+    width = left + cell * n + max(LEGEND_GAP + LEGEND_W + 40, 0.77 * reach - cell / 2)
+    height = max(top + cell * n + 8, 200)
     parts = [
         f'<svg class="cosine-matrix" role="img" xmlns="http://www.w3.org/2000/svg" '
         f'width="{width}" height="{height}" viewBox="0 0 {width} {height}">'
@@ -308,14 +311,15 @@ def line_chart(
     x_label: str,
     y_label: str,
     from_zero: bool = True,
-    width: int = 520,
-    height: int = 260,
+    width: int = 480,
+    height: int = 240,
 ) -> str:
-    """Several (x, y) curves overlaid, each with its key; the y axis starts at 0 by default.
+    """Several (x, y) curves overlaid, their keys below; the y axis starts at 0 by default.
 
     From zero, as ``heat_map``'s scale: a norm that varies by 1% then looks flat, as it is.
     """
-    left, bottom, top, right = 52, height - 34, 12, width - 170
+    left, bottom, top, right = 52, height - 34, 12, width - 12
+    total_height = height + 14 * len(series) + 4
     xs = [x for _, points in series for x, _ in points] or [0.0, 1.0]
     ys = [y for _, points in series for _, y in points] or [0.0, 1.0]
     y_ticks = nice_ticks(0.0 if from_zero else min(ys), max(ys))
@@ -331,7 +335,7 @@ def line_chart(
 
     parts = [
         f'<svg class="{escape(css)}" role="img" xmlns="http://www.w3.org/2000/svg" '
-        f'width="{width}" height="{height}" viewBox="0 0 {width} {height}">'
+        f'width="{width}" height="{total_height}" viewBox="0 0 {width} {total_height}">'
         f"<title>{escape(title)}</title>",
         f'<g class="axes" stroke="#667"><line x1="{left}" y1="{top}" x2="{left}" y2="{bottom}"/>'
         f'<line x1="{left}" y1="{bottom}" x2="{right}" y2="{bottom}"/></g>',
@@ -360,10 +364,10 @@ def line_chart(
             f'<polyline fill="none" stroke="{color}" stroke-width="2" points="{path}"'
             f' data-series="{escape(label)}"><title>{escape(label)}</title></polyline>'
         )
-        ly = top + 10 + 14 * index
+        ly = height + 10 + 14 * index
         parts.append(
-            f'<g class="key"><line x1="{right + 10}" y1="{ly - 3.5}" x2="{right + 26}"'
-            f' y2="{ly - 3.5}" stroke="{color}" stroke-width="2"/><text x="{right + 30}"'
+            f'<g class="key"><line x1="{left}" y1="{ly - 3.5}" x2="{left + 16}"'
+            f' y2="{ly - 3.5}" stroke="{color}" stroke-width="2"/><text x="{left + 20}"'
             f' y="{ly}" font-size="10">{escape(label)}</text></g>'
         )
     parts.append("</svg>")

@@ -1,4 +1,5 @@
-"""Comparisons across adapters: exact diffs and "similar adapters", over the catalog and store."""
+"""Comparisons across adapters: exact diffs, N-way comparisons and "similar adapters", over the
+catalog and store."""
 
 from __future__ import annotations
 
@@ -8,7 +9,15 @@ from pathlib import Path
 from sqlalchemy.orm import Session
 
 from registry.catalog import queries
-from registry.lora.compare import Diff, Side, compare, read_folder
+from registry.lora.compare import (
+    Comparison,
+    Diff,
+    Side,
+    check_count,
+    compare,
+    compare_many,
+    read_folder,
+)
 from registry.lora.fingerprint import similarity
 from registry.schemas import SimilarAdapter
 from registry.stores import Store, copy_verified
@@ -25,20 +34,37 @@ def load_spec(session: Session, store: Store, spec: str, *, max_weights_bytes: i
         return read_folder(Path(tmp), max_weights_bytes=max_weights_bytes)
 
 
-def diff(
-    session: Session, store: Store, x: str, y: str, *, folders: bool, max_weights_bytes: int
-) -> Diff:
-    """Exact similarity of two published specs, or (``folders``) of local folders too.
+def _side(
+    session: Session, store: Store, value: str, *, folders: bool, max_weights_bytes: int
+) -> Side:
+    """A published spec, or (``folders``) a local folder when one exists at that path.
 
     Only local callers pass ``folders=True``: a server never reads paths its clients name.
     """
+    if folders and Path(value).exists():
+        return read_folder(Path(value), max_weights_bytes=max_weights_bytes)
+    return load_spec(session, store, value, max_weights_bytes=max_weights_bytes)
 
-    def side(value: str) -> Side:
-        if folders and Path(value).exists():
-            return read_folder(Path(value), max_weights_bytes=max_weights_bytes)
-        return load_spec(session, store, value, max_weights_bytes=max_weights_bytes)
 
-    return compare(x, side(x), y, side(y))
+def diff(
+    session: Session, store: Store, x: str, y: str, *, folders: bool, max_weights_bytes: int
+) -> Diff:
+    """Exact similarity of two published specs, or (``folders``) of local folders too."""
+    left = _side(session, store, x, folders=folders, max_weights_bytes=max_weights_bytes)
+    right = _side(session, store, y, folders=folders, max_weights_bytes=max_weights_bytes)
+    return compare(x, left, y, right)
+
+
+def compare_specs(
+    session: Session, store: Store, specs: list[str], *, folders: bool, max_weights_bytes: int
+) -> Comparison:
+    """``stance compare``: the cosine matrix and per-layer norms of 2 to 8 specs (or folders)."""
+    check_count(specs)
+    sides = [
+        (spec, _side(session, store, spec, folders=folders, max_weights_bytes=max_weights_bytes))
+        for spec in specs
+    ]
+    return compare_many(sides)
 
 
 def similar(
