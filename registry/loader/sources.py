@@ -10,9 +10,8 @@ from typing import BinaryIO
 from registry.errors import NotFound, Unreachable
 from registry.interfaces import AdapterRegistry
 from registry.schemas import Resolution
-from registry.spec import LATEST, parse_spec
 from registry.transfer.cache import Cache, Opener
-from registry.transfer.lockfile import Lock, check_manifest
+from registry.transfer.lockfile import Lock
 
 log = logging.getLogger(__name__)
 Source = Callable[[str], tuple[Resolution, Path]]
@@ -55,13 +54,7 @@ def lock_source(lock: Lock, cache: Cache, opener: Opener | None) -> Source:
         raise NotFound(f"blob {digest} is not in the cache: run `stance sync` with the lock")
 
     def locate(spec: str) -> tuple[Resolution, Path]:
-        parsed = parse_spec(spec)
-        entry = lock.find(parsed.ref)
-        pins = {entry.version, entry.digest, entry.requested, LATEST}
-        if parsed.selector not in pins:
-            raise NotFound(f"{spec}: the lock pins {entry.spec} ({entry.requested!r})")
-        check_manifest(entry)
-        resolution = entry.resolution()
+        resolution = lock.pinned(spec)
         return resolution, cache.version(resolution, opener or offline)
 
     return locate

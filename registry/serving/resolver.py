@@ -24,9 +24,9 @@ from registry.errors import Forbidden, InvalidAdapter, NotFound, RegistryError
 from registry.interfaces import AdapterRegistry
 from registry.schemas import Resolution
 from registry.settings import Settings
-from registry.spec import LATEST, parse_spec
+from registry.spec import parse_spec
 from registry.transfer.cache import Cache
-from registry.transfer.lockfile import Lock, check_manifest, read_lock
+from registry.transfer.lockfile import Lock, read_lock
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +122,7 @@ class EngineAdapters:
                 f"(STANCE_VLLM_NAMESPACES={','.join(sorted(allowed))})"
             )
         if self.lock is not None:  # no catalog: the lock and the cache alone
-            resolution = _locked(self.lock, name)
+            resolution = self.lock.pinned(name)
             cache, opener, resume = Cache(self.settings.cache_dir), _offline, None
         else:
             registry = self.registry()
@@ -153,16 +153,6 @@ class EngineAdapters:
                 f"{resolution.spec} was trained on {resolution.base_model!r}, but the engine "
                 f"serves {expected!r}"
             )
-
-
-def _locked(lock: Lock, name: str) -> Resolution:
-    """What the lock pins for ``name``: the rule of RoleSet's lock source (registry.loader)."""
-    spec = parse_spec(name)
-    entry = lock.find(spec.ref)
-    if spec.selector not in {entry.version, entry.digest, entry.requested, LATEST}:
-        raise NotFound(f"{name}: the lock pins {entry.spec} ({entry.requested!r})")
-    check_manifest(entry)
-    return entry.resolution()
 
 
 def _offline(digest: str) -> BinaryIO:

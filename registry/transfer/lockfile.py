@@ -21,7 +21,7 @@ from pydantic import BaseModel, ValidationError
 from registry.errors import IntegrityError, InvalidSpec, NotFound
 from registry.manifest import FileEntry, Manifest
 from registry.schemas import Resolution
-from registry.spec import parse_ref, parse_spec
+from registry.spec import LATEST, parse_ref, parse_spec
 from registry.transfer.cache import Cache
 
 WANTS = "stance.toml"
@@ -67,6 +67,16 @@ class Lock(BaseModel):
             if (entry.namespace, entry.name) == (namespace, name):
                 return entry
         raise NotFound(f"{namespace}/{name} is not in the lock file")
+
+    def pinned(self, spec: str) -> Resolution:
+        """What the lock pins for ``spec``, checked: the one rule of every lock-mode reader
+        (RoleSet's lock source, the vLLM plugin). Its version, digest, wish or ``latest``."""
+        parsed = parse_spec(spec)
+        entry = self.find(parsed.ref)
+        if parsed.selector not in {entry.version, entry.digest, entry.requested, LATEST}:
+            raise NotFound(f"{spec}: the lock pins {entry.spec} ({entry.requested!r})")
+        check_manifest(entry)
+        return entry.resolution()
 
 
 def read_wants(path: Path) -> dict[str, str]:
