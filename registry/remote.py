@@ -17,7 +17,7 @@ import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, BinaryIO, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, BinaryIO, Protocol, TypeVar
 from urllib.parse import quote
 
 import httpx
@@ -36,18 +36,12 @@ from registry.errors import (
     InvalidSpec,
     RegistryError,
 )
-from registry.lora.compare import (
-    Comparison,
-    Diff,
-    check_count,
-    compare,
-    compare_many,
-    read_folder,
-)
+from registry.lora.config import CARD, CONFIG, WEIGHTS
 from registry.lora.files import digest_regular, open_regular
-from registry.lora.format import CARD, CONFIG, WEIGHTS
-from registry.lora.inspection import check_dir
 from registry.manifest import CHUNK, FileEntry, Manifest
+
+if TYPE_CHECKING:  # the comparison code loads numpy (~0.4 s): only diff/compare/publish need it
+    from registry.lora.compare import Comparison, Diff
 from registry.schemas import (
     AdapterDetail,
     AdapterSummary,
@@ -276,6 +270,8 @@ class RemoteRegistry:
             validate_alias(alias)
         # Quick local feedback before any upload (validation only: the metadata is the server's
         # to compute, from the files it receives).
+        from registry.lora.inspection import check_dir
+
         files = check_dir(Path(folder), max_weights_bytes=self.settings.max_weights_bytes)
         manifest = Manifest.of(
             FileEntry(path=name, digest=digest, size=size)
@@ -395,15 +391,21 @@ class RemoteRegistry:
 
     def _side(self, value: str) -> tuple[str | None, list]:
         """A local folder, or a spec's files through the verified client cache."""
+        from registry.lora.compare import read_folder
+
         folder = Path(value) if Path(value).exists() else self.fetch(value)
         return read_folder(folder, max_weights_bytes=self.settings.max_weights_bytes)
 
     def diff(self, x: str, y: str) -> Diff:
         """Exact diff computed here: folders stay local, specs come through the verified cache."""
+        from registry.lora.compare import compare
+
         return compare(x, self._side(x), y, self._side(y))
 
     def compare(self, specs: list[str]) -> Comparison:
         """Computed here, as ``diff`` is, from verified fetched folders (or local ones)."""
+        from registry.lora.compare import check_count, compare_many
+
         check_count(specs)
         return compare_many([(spec, self._side(spec)) for spec in specs])
 

@@ -17,7 +17,10 @@ from registry.errors import InvalidAdapter
 from registry.lora import strict_json
 from registry.lora.patterns import MAX_KEYS, PatternTable, SavedModules
 
+# The files a version holds; here, not in format.py, so their names cost no numpy import.
 CONFIG = "adapter_config.json"
+WEIGHTS = "adapter_model.safetensors"
+CARD = "README.md"
 MAX_RANK = 1 << 16
 MAX_ALPHA = float(1 << 20)
 MAX_NAME_CHARS = 256

@@ -16,15 +16,13 @@ from typing import Any
 import numpy as np
 
 from registry.errors import InvalidAdapter
-from registry.lora.config import CONFIG, AdapterConfig, parse_config
+from registry.lora.config import CARD, CONFIG, WEIGHTS, AdapterConfig, parse_config
 from registry.lora.files import read_capped
 from registry.lora.guard import refusing
 from registry.lora.patterns import table
 
 __all__ = ["CARD", "CONFIG", "WEIGHTS", "AdapterConfig", "LoraModule", "read_config"]
 
-WEIGHTS = "adapter_model.safetensors"
-CARD = "README.md"
 MAX_TEXT_BYTES = 1024 * 1024
 # PEFT also saves the full base weight of a targeted or resized embedding / output layer.
 EMBEDDING_WEIGHT = re.compile(

@@ -9,29 +9,42 @@ so what ``lora/`` accepts, safetensors and PEFT can load too.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from registry.errors import InvalidAdapter
+
+if TYPE_CHECKING:
+    import numpy as np
 
 MAX_DEPTH = 64
 # 2**64 has 20 digits: nothing in a header or an adapter config is larger.
 MAX_INT_DIGITS = 20
-_STEP = np.zeros(256, dtype=np.int8)
-_STEP[[ord("["), ord("{")]] = 1
-_STEP[[ord("]"), ord("}")]] = -1
 _QUOTE, _COMMA = ord('"'), ord(",")
 _BLOCK = 1 << 20
 # A surrogate can only come from an escape such as \ud800: without one, no string needs a look.
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 
 
+@functools.cache
+def _steps() -> np.ndarray:
+    """+1 for an opening bracket, -1 for a closing one, by byte value."""
+    import numpy as np
+
+    steps = np.zeros(256, dtype=np.int8)
+    steps[[ord("["), ord("{")]] = 1
+    steps[[ord("]"), ord("}")]] = -1
+    return steps
+
+
 def _shape(data: bytes) -> tuple[int, int]:
     """The deepest nesting of brackets outside strings, and how many values (at least) the
     text holds (brackets and commas outside strings): one vectorised pass, nothing parsed."""
+    # numpy is imported on first use, not with the module: a remote resolve needs no parsing.
+    import numpy as np
+
     # Escapes occur only inside strings: once they are gone, quotes delimit exactly the strings.
     plain = np.frombuffer(data.replace(b"\\\\", b"").replace(b'\\"', b""), dtype=np.uint8)
     quotes = depth = deepest = values = 0
@@ -39,7 +52,7 @@ def _shape(data: bytes) -> tuple[int, int]:
         block = plain[start : start + _BLOCK]
         is_quote = block == _QUOTE
         outside = ((np.cumsum(is_quote, dtype=np.int64) + quotes) & 1) == 0
-        steps = np.where(outside, _STEP[block], 0)
+        steps = np.where(outside, _steps()[block], 0)
         levels = np.cumsum(steps, dtype=np.int64) + depth
         deepest = max(deepest, int(levels.max()))
         values += int(np.count_nonzero(outside & ((steps > 0) | (block == _COMMA))))
