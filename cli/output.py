@@ -7,6 +7,7 @@ Cheap to import (no rich, no pydantic until a table or a progress bar is drawn):
 from __future__ import annotations
 
 import json
+import re
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -19,6 +20,16 @@ from registry.errors import NotFound, RegistryError
 if TYPE_CHECKING:
     from rich.console import Console
     from rich.progress import Progress
+
+# C0 and C1 controls (but tab and newline), DEL, zero-width and bidirectional overrides.
+_UNPRINTABLE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def printable(text: str) -> str:
+    """``text`` with every control character shown as U+FFFD: names, and messages a server
+    sent, reach the terminal as text, never as escape sequences."""
+    return _UNPRINTABLE.sub("\ufffd", text)
+
 
 # Set by cli.context when a command opens the local registry without a server configured: a
 # "not found" there may only mean the user meant a server (STANCE_REGISTRY unset in a fresh shell).
@@ -114,7 +125,7 @@ class Transfers:
 
 
 def warn(message: str) -> None:
-    sys.stderr.write(f"warning: {message}\n")
+    sys.stderr.write(f"warning: {printable(message)}\n")
 
 
 def fail(code: str, message: str, *, as_json: bool, stderr_line: bool = True) -> None:
@@ -123,7 +134,7 @@ def fail(code: str, message: str, *, as_json: bool, stderr_line: bool = True) ->
     if as_json:
         sys.stdout.write(json.dumps({"code": code, "message": message}) + "\n")
     if stderr_line:
-        sys.stderr.write(f"error: {message}\n")
+        sys.stderr.write(f"error: {printable(message)}\n")
 
 
 @contextmanager

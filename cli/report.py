@@ -9,7 +9,6 @@ or rewrite the terminal.
 from __future__ import annotations
 
 import math
-import re
 from typing import TYPE_CHECKING, Any
 
 from rich.console import Group, RenderableType
@@ -17,7 +16,7 @@ from rich.filesize import decimal
 from rich.table import Table as RichTable
 from rich.text import Text
 
-from cli.output import stdout, warn
+from cli.output import printable, stdout, warn
 
 if TYPE_CHECKING:  # for the signatures only: the catalog (SQLAlchemy) and numpy stay unloaded
     from registry.catalog.tokens import TokenInfo
@@ -33,13 +32,11 @@ if TYPE_CHECKING:  # for the signatures only: the catalog (SQLAlchemy) and numpy
     )
 
 SHADES = "·░▒▓█"  # one per fifth of the largest cell; the legend under the map says so
-# C0 and C1 controls (but tab and newline), DEL, zero-width and bidirectional overrides.
-_UNPRINTABLE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2066-\u2069]")
 
 
 def plain(value: object) -> Text:
     """``value`` as literal text: no markup, every control character shown as U+FFFD."""
-    return Text(_UNPRINTABLE.sub("\ufffd", str(value)))
+    return Text(printable(str(value)))
 
 
 class Table(RichTable):

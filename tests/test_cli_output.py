@@ -109,3 +109,19 @@ def test_similar_leaves_out_orthogonal_adapters_and_says_so(
     assert json.loads(stance("similar", "curious", "--json")) == []
     human = stance("similar", "curious")
     assert "1 more with |cosine| < 0.05 left out" in human and "--min-cosine 0" in human
+
+
+def test_server_text_reaches_the_terminal_as_text(capsys: pytest.CaptureFixture[str]) -> None:
+    """An error or warning a server words can hold escape sequences: they are shown, not run."""
+    from cli import output
+
+    hostile = "no such adapter \x1b]0;pwned\x07\x1b[2J\u202egnp.exe"
+    output.fail("not_found", hostile, as_json=True)
+    output.warn(hostile)
+    out, err = capsys.readouterr()
+    assert json.loads(out)["message"] == hostile  # JSON escapes it: the exact text for tools
+    assert "\x1b" not in err and "\x07" not in err and "\u202e" not in err
+    assert err.splitlines() == [
+        "error: no such adapter \ufffd]0;pwned\ufffd\ufffd[2J\ufffdgnp.exe",
+        "warning: no such adapter \ufffd]0;pwned\ufffd\ufffd[2J\ufffdgnp.exe",
+    ]
