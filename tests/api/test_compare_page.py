@@ -67,7 +67,9 @@ def test_compare_page_in_the_browser(
 ) -> None:
     server = serve()
     page = browser.new_page(viewport={"width": 1280, "height": 900})
-    page.goto(server.url + "/compare")
+    page.goto(server.url + "/")
+    page.click("header a:text-is('compare')")  # the nav reaches the page, not /diff
+    page.wait_for_url("**/compare")
     assert page.locator("#compare-form input[name=spec]").count() == 2
     page.locator("#compare-form input[name=spec]").nth(0).fill(SPECS[0])
     page.locator("#compare-form input[name=spec]").nth(1).fill(SPECS[1])
