@@ -25,8 +25,11 @@ __all__ = ["CARD", "CONFIG", "WEIGHTS", "AdapterConfig", "LoraModule", "read_con
 
 MAX_TEXT_BYTES = 1024 * 1024
 # PEFT also saves the full base weight of a targeted or resized embedding / output layer.
+# Its names are the models' input/output embeddings: Llama-likes, GPT-2/J, GPT-NeoX, BLOOM/Falcon.
 EMBEDDING_WEIGHT = re.compile(
-    r"^(?:base_model\.model\.)?(?:.+\.)?(?:embed_tokens|lm_head|wte)(?:\.base_layer)?\.(?:weight|bias)$"
+    r"^(?:base_model\.model\.)?(?:.+\.)?"
+    r"(?:embed_tokens|lm_head|wte|embed_in|embed_out|word_embeddings)"
+    r"(?:\.base_layer)?\.(?:weight|bias)$"
 )
 LORA_KEY = re.compile(
     r"^(?:base_model\.model\.)?(?P<path>.+?)\."

@@ -184,3 +184,28 @@ def test_embedding_lora_is_refused_as_such(catalog: EmbeddedRegistry, tmp_path: 
     ):
         roles.load("embed@1.0.0")
     assert len(roles) == 0 and not roles._sites
+
+
+@pytest.mark.parametrize(
+    ("family", "saved_names"),
+    [
+        ("gpt_neox", {"gpt_neox.embed_in.weight", "lm_head.weight"}),  # embed_out before v5
+        ("gpt2", {"transformer.wte.weight", "lm_head.weight"}),
+    ],
+)
+def test_saved_embeddings_of_other_families_publish_and_load(
+    family: str, saved_names: set[str], catalog: EmbeddedRegistry, tmp_path: Path
+) -> None:
+    """PEFT names the saved embeddings after the model's own modules (GPT-NeoX: embed_in), not
+    only Llama's embed_tokens."""
+    model = family_model(family)
+    first = FAMILIES[family].linear[0]
+    folder = saved(tmp_path, family, [first], model=model, save_embedding_layers=True)
+    assert keys(folder) == {f"base_model.model.{name}" for name in saved_names}
+    catalog.publish(folder, f"{family}-embeddings@1.0.0")
+    with RoleSet(family_model(family), registry=catalog) as roles:
+        roles.load(f"{family}-embeddings@1.0.0", name="r")
+        roles.switch("r")
+        ours = logits(roles, IDS)
+    ref = PeftModel.from_pretrained(family_model(family), folder).eval()
+    assert torch.equal(ours, logits(ref, IDS))
