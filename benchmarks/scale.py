@@ -4,7 +4,8 @@
                                [--postgres postgresql://postgres@127.0.0.1:5432/test]
 
 Catalog rows are bulk-inserted in chunks (what matters here is the query plans, not
-publishing), then each query runs against every size in this one run. Target (issue 19):
+publishing), then each query runs against every size in this one run, the sizes taking turns
+a few calls at a time (so that a shared machine's load weighs on all alike). Target (issue 19):
 p95 at 1,000,000 versions across 50,000 adapters within 2x of p95 at 1,000: indexes or keyset
 pages, no table scans, no N+1 queries. ``--explain`` prints the search plans at the largest
 size.
@@ -19,6 +20,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable
+from contextlib import ExitStack
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -26,10 +28,19 @@ sys.path.insert(0, str(ROOT))
 
 import psycopg  # noqa: E402
 from sqlalchemy import insert, text  # noqa: E402
+from sqlalchemy.orm import Session  # noqa: E402
 
 from registry.catalog import queries  # noqa: E402
 from registry.catalog.db import make_engine, session_factory, upgrade  # noqa: E402
-from registry.catalog.models import Adapter, Alias, Namespace, Version, VersionTarget  # noqa: E402
+from registry.catalog.models import (  # noqa: E402
+    Adapter,
+    AdapterSuffix,
+    Alias,
+    Namespace,
+    Version,
+    VersionTarget,
+    name_suffixes,
+)
 from registry.manifest import FileEntry, Manifest  # noqa: E402
 from registry.schemas import SearchQuery  # noqa: E402
 
@@ -86,7 +97,23 @@ def fill(url: str, versions: int, per: int) -> None:
         conn.execute(insert(Namespace), [{"id": 1, "name": "default"}])
         conn.execute(
             insert(Adapter),
-            [{"id": a + 1, "namespace_id": 1, "name": f"role-{a:06d}"} for a in range(adapters)],
+            [
+                {
+                    "id": a + 1,
+                    "namespace_id": 1,
+                    "name": f"role-{a:06d}",
+                    "ref": f"default/role-{a:06d}",
+                }
+                for a in range(adapters)
+            ],
+        )
+        conn.execute(
+            insert(AdapterSuffix),
+            [
+                {"adapter_id": a + 1, "suffix": suffix}
+                for a in range(adapters)
+                for suffix in name_suffixes(f"role-{a:06d}")
+            ],
         )
         for first in range(0, adapters, CHUNK_ADAPTERS):
             rows, targets = _rows(first, min(adapters, first + CHUNK_ADAPTERS), per)
@@ -133,38 +160,61 @@ def fill(url: str, versions: int, per: int) -> None:
     engine.dispose()
 
 
-def percentiles(fn: Callable[[int], object], calls: int) -> tuple[float, float]:
-    for i in range(20):
-        fn(i)
-    samples = []
-    for i in range(calls):
-        start = time.perf_counter()
-        fn(i)
-        samples.append(time.perf_counter() - start)
-    samples.sort()
-    return statistics.median(samples) * 1000, samples[int(0.95 * len(samples))] * 1000
+ROUND = 10  # calls per size in turn
 
 
-def measure(url: str, adapters: int, calls: int) -> dict[str, tuple[float, float]]:
-    engine = make_engine(url)
-    sessions = session_factory(engine)
-    out = {}
-    with sessions() as s:
-        checks: dict[str, Callable[[int], object]] = {
-            "resolve latest": lambda i: queries.resolve_spec(s, f"role-{i % adapters:06d}"),
-            "resolve alias": lambda i: queries.resolve_spec(s, f"role-{i % adapters:06d}@prod"),
-            "resolve ^1.3": lambda i: queries.resolve_spec(s, f"role-{i % adapters:06d}@^1.3"),
-            "resolve exact": lambda i: queries.resolve_spec(s, f"role-{i % adapters:06d}@1.4.2"),
-            "search first page": lambda i: queries.search(s, SearchQuery(limit=50)),
-            "search text": lambda i: queries.search(
-                s, SearchQuery(text=f"role-{i % adapters:04d}"[:9])
-            ),
-            "search filters": lambda i: queries.search(s, FILTERS),
-            "adapter page": lambda i: queries.adapter_detail(s, f"role-{i % adapters:06d}"),
+def _checks(s: Session, adapters: int) -> dict[str, Callable[[int], object]]:
+    return {
+        "resolve latest": lambda i: queries.resolve_spec(s, f"role-{i % adapters:06d}"),
+        "resolve alias": lambda i: queries.resolve_spec(s, f"role-{i % adapters:06d}@prod"),
+        "resolve ^1.3": lambda i: queries.resolve_spec(s, f"role-{i % adapters:06d}@^1.3"),
+        "resolve exact": lambda i: queries.resolve_spec(s, f"role-{i % adapters:06d}@1.4.2"),
+        "search first page": lambda i: queries.search(s, SearchQuery(limit=50)),
+        "search text": lambda i: queries.search(
+            s, SearchQuery(text=f"role-{i % adapters:04d}"[:9])
+        ),
+        # The text above fills a page only at the larger sizes; these match as much at each.
+        "search text, full page": lambda i: queries.search(
+            s, SearchQuery(text=f"role-{i % adapters:06d}"[:-2])
+        ),
+        "search text, 1 hit": lambda i: queries.search(s, SearchQuery(text=f"{i % adapters:06d}")),
+        "search filters": lambda i: queries.search(s, FILTERS),
+        "adapter page": lambda i: queries.adapter_detail(s, f"role-{i % adapters:06d}"),
+    }
+
+
+def measure(
+    urls: dict[int, str], per: int, calls: int
+) -> dict[int, dict[str, tuple[float, float]]]:
+    """(p50, p95) in milliseconds of each check at each size. The sizes take turns, ROUND calls
+    at a time: on a shared machine the load then weighs on every size alike, where measuring
+    one size minutes after the other compared two different loads."""
+    engines = {n: make_engine(url) for n, url in urls.items()}
+    out: dict[int, dict[str, tuple[float, float]]] = {n: {} for n in urls}
+    with ExitStack() as stack:
+        checks = {
+            n: _checks(stack.enter_context(session_factory(engine)()), n // per)
+            for n, engine in engines.items()
         }
-        for name, fn in checks.items():
-            out[name] = percentiles(fn, calls)
-    engine.dispose()
+        for name in checks[min(urls)]:
+            samples: dict[int, list[float]] = {n: [] for n in urls}
+            for n in urls:
+                for i in range(20):
+                    checks[n][name](i)
+            for first in range(0, calls, ROUND):
+                for n in urls:
+                    for i in range(first, min(calls, first + ROUND)):
+                        start = time.perf_counter()
+                        checks[n][name](i)
+                        samples[n].append(time.perf_counter() - start)
+            for n, taken in samples.items():
+                taken.sort()
+                out[n][name] = (
+                    statistics.median(taken) * 1000,
+                    taken[int(0.95 * len(taken))] * 1000,
+                )
+    for engine in engines.values():
+        engine.dispose()
     return out
 
 
@@ -173,7 +223,12 @@ def explain(url: str) -> None:
     engine = make_engine(url)
     prefix = "EXPLAIN" if engine.dialect.name == "postgresql" else "EXPLAIN QUERY PLAN"
     with session_factory(engine)() as s:
-        for label, filters in (("first page", SearchQuery(limit=50)), ("filters", FILTERS)):
+        for label, filters in (
+            ("first page", SearchQuery(limit=50)),
+            ("text", SearchQuery(text="role-0299")),
+            ("text, 1 hit", SearchQuery(text="012345")),
+            ("filters", FILTERS),
+        ):
             statement = queries.search_statement(filters)
             sql = statement.compile(engine, compile_kwargs={"literal_binds": True})
             print(f"  plan of search {label}:")
@@ -191,17 +246,17 @@ def backend(
     calls: int,
     plans: bool,
 ) -> None:
-    results = {}
+    urls = {}
     for versions in sizes:
-        url = make_url(f"scale_{versions}")
+        urls[versions] = make_url(f"scale_{versions}")
         start = time.perf_counter()
-        fill(url, versions, per)
-        adapters = versions // per
+        fill(urls[versions], versions, per)
         elapsed = time.perf_counter() - start
+        adapters = versions // per
         print(f"{name}: {versions:,} versions ({adapters:,} adapters) loaded in {elapsed:.0f} s")
-        results[versions] = measure(url, adapters, calls)
-        if plans and versions == sizes[-1]:
-            explain(url)
+    if plans:
+        explain(urls[sizes[-1]])
+    results = measure(urls, per, calls)
     small_n, big_n = sizes[0], sizes[-1]
     print(
         f"\n{name}, {calls} calls each   p50@{small_n:,}  p95@{small_n:,}  p50@{big_n:,}  "

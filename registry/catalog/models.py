@@ -70,11 +70,21 @@ class Namespace(Base):
 
 class Adapter(Base):
     __tablename__ = "adapters"
-    __table_args__ = (UniqueConstraint("namespace_id", "name"),)
+    __table_args__ = (
+        UniqueConstraint("namespace_id", "name"),
+        # Search pages are ordered by ref: a filter on an equality column reads its matches in
+        # page order and stops at the page's end, however many adapters match.
+        Index("ix_adapters_latest_base_model_ref", "latest_base_model", "ref"),
+        Index("ix_adapters_latest_r_ref", "latest_r", "ref"),
+    )
 
     id: Mapped[intpk]
     namespace_id: Mapped[int] = mapped_column(ForeignKey("namespaces.id"))
     name: Mapped[name64]
+    # "namespace/name", set once on create (adapters are never renamed): the one column search
+    # pages are ordered and keyset-paged by, so that an index, not a sort of the whole join
+    # with namespaces, yields a page.
+    ref: Mapped[str] = mapped_column(String(129), unique=True, index=True)
     created_at: Mapped[created]
     # The highest non-yanked release, kept by the service on publish, yank and unyank, so that
     # search filters and summaries join one row per adapter instead of ranking every version.
@@ -82,10 +92,39 @@ class Adapter(Base):
     latest_version_id: Mapped[int | None] = mapped_column(Integer, index=True)
     # What search filters on, copied from that release (with its targets in adapter_targets):
     # filters then read adapters alone instead of visiting every adapter's latest version.
-    latest_base_model: Mapped[str | None] = mapped_column(String(256), index=True)
-    latest_r: Mapped[int | None] = mapped_column(Integer, index=True)
+    latest_base_model: Mapped[str | None] = mapped_column(String(256))
+    latest_r: Mapped[int | None] = mapped_column(Integer)
 
     namespace: Mapped[Namespace] = relationship(lazy="joined")
+    # Written with the adapter, never read through the ORM: search queries the table.
+    suffixes: Mapped[list[AdapterSuffix]] = relationship(cascade="all, delete-orphan")
+
+
+MIN_SUFFIX = 3
+"""Texts this long or longer are searched through ``adapter_suffixes``; shorter ones match
+most adapters, and a page of them is found sooner by reading adapters in page order."""
+
+
+def name_suffixes(name: str) -> list[str]:
+    """The suffixes of an adapter name that ``adapter_suffixes`` holds: a name contains a text
+    exactly when one of them starts with it."""
+    return [name[i:] for i in range(len(name) - MIN_SUFFIX + 1)]
+
+
+class AdapterSuffix(Base):
+    """Every suffix of an adapter's name at least ``MIN_SUFFIX`` long, so that "name contains
+    text" is one index range (suffixes that start with the text) on both backends and costs
+    what matches: ``LIKE '%text%'`` reads adapters until a page fills, all of them when few match.
+
+    Byte order (collation "C" on PostgreSQL; SQLite's default) makes a prefix one range.
+    """
+
+    __tablename__ = "adapter_suffixes"
+
+    suffix: Mapped[str] = mapped_column(
+        String(64).with_variant(String(64, collation="C"), "postgresql"), primary_key=True
+    )
+    adapter_id: Mapped[int] = mapped_column(ForeignKey("adapters.id"), primary_key=True)
 
 
 class GcRun(Base):

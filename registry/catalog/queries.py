@@ -8,11 +8,13 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any, Literal, overload
 
-from sqlalchemy import Connection, Row, Select, and_, bindparam, func, or_, select
+from sqlalchemy import ColumnElement, Connection, Row, Select, and_, bindparam, func, select
 from sqlalchemy.orm import Session
 
 from registry.catalog.models import (
+    MIN_SUFFIX,
     Adapter,
+    AdapterSuffix,
     AdapterTarget,
     Alias,
     AliasEvent,
@@ -289,33 +291,41 @@ def adapter_detail(session: Session, ref: str) -> AdapterDetail:
     )
 
 
-def _encode_cursor(namespace: str, name: str) -> str:
-    return base64.urlsafe_b64encode(json.dumps([namespace, name]).encode()).decode()
+def _encode_cursor(ref: str) -> str:
+    return base64.urlsafe_b64encode(json.dumps(ref.split("/", 1)).encode()).decode()
 
 
-def _decode_cursor(cursor: str) -> tuple[str, str]:
+def _decode_cursor(cursor: str) -> str:
+    """The ref a page ends at; cursors stay ``[namespace, name]``, as before refs existed."""
     try:
         namespace, name = json.loads(base64.urlsafe_b64decode(cursor.encode()))
-        return str(namespace), str(name)
+        return f"{namespace}/{name}"
     except (ValueError, TypeError):
         raise InvalidSpec(f"invalid cursor {cursor!r}") from None
 
 
 def search_statement(filters: SearchQuery) -> Select:  # type: ignore[type-arg]
-    """The page query of a search: keyset-paged by (namespace, name), one row past the page."""
+    """The page query of a search: keyset-paged by ref, one row past the page.
+
+    Ordered by the indexed ``adapters.ref`` alone, so a page is read from an index in order
+    and the scan stops at its end (ordering by namespace name across the join sorted every
+    adapter). Equality filters have (column, ref) indexes for the same reason.
+    """
     query = select(
         Adapter.id,
-        Namespace.name,
-        Adapter.name,
+        Adapter.ref,
         Adapter.latest_base_model,
         Adapter.latest_r,
         Adapter.created_at,
         Adapter.latest_version_id,
-    ).join(Namespace)
+    )
     if filters.text:
-        query = query.where(Adapter.name.contains(filters.text.lower(), autoescape=True))
+        query = query.where(_name_contains(filters.text.lower()))
     if filters.namespace:
-        query = query.where(Namespace.name == filters.namespace)
+        query = query.where(
+            Adapter.namespace_id
+            == select(Namespace.id).where(Namespace.name == filters.namespace).scalar_subquery()
+        )
     # Filters describe what an adapter is now: its latest release. The service copies those
     # facts onto adapters, so no version row is visited to filter.
     if filters.base_model:
@@ -328,14 +338,25 @@ def search_statement(filters: SearchQuery) -> Select:  # type: ignore[type-arg]
             and_(AdapterTarget.adapter_id == Adapter.id, AdapterTarget.module == filters.target),
         )
     if filters.cursor:
-        after_ns, after_name = _decode_cursor(filters.cursor)
-        query = query.where(
-            or_(
-                Namespace.name > after_ns,
-                and_(Namespace.name == after_ns, Adapter.name > after_name),
-            )
+        query = query.where(Adapter.ref > _decode_cursor(filters.cursor))
+    return query.order_by(Adapter.ref).limit(_limit(filters) + 1)
+
+
+# Sorts after every character a name may hold ([a-z0-9._-]): [text, text + this) is the range
+# of suffixes that start with text.
+_PAST_NAME_CHARS = "{"
+
+
+def _name_contains(text: str) -> ColumnElement[bool]:
+    """Names that contain ``text``: one index range of their suffixes, so the cost follows the
+    matches, not the catalog; a short text matches most names, found reading in page order."""
+    if len(text) < MIN_SUFFIX:
+        return Adapter.name.contains(text, autoescape=True)
+    return Adapter.id.in_(
+        select(AdapterSuffix.adapter_id).where(
+            AdapterSuffix.suffix >= text, AdapterSuffix.suffix < text + _PAST_NAME_CHARS
         )
-    return query.order_by(Namespace.name, Adapter.name).limit(_limit(filters) + 1)
+    )
 
 
 def _limit(filters: SearchQuery) -> int:
@@ -348,7 +369,7 @@ def search(session: Session, filters: SearchQuery | None = None) -> Page[Adapter
     limit = _limit(filters)
     rows = session.execute(search_statement(filters)).all()
     page = rows[:limit]
-    next_cursor = _encode_cursor(page[-1][1], page[-1][2]) if len(rows) > limit else None
+    next_cursor = _encode_cursor(page[-1][1]) if len(rows) > limit else None
     return Page[AdapterSummary](items=_summaries(session, page), next_cursor=next_cursor)
 
 
@@ -382,7 +403,8 @@ def _summaries(session: Session, page: Sequence[Any]) -> list[AdapterSummary]:
         ).all()
     )
     out = []
-    for adapter_id, ns, name, base, r, created_at, _ in page:
+    for adapter_id, ref, base, r, created_at, _ in page:
+        ns, name = ref.split("/", 1)
         latest, released_at = released.get(adapter_id, (None, created_at))
         out.append(
             AdapterSummary(
@@ -462,10 +484,13 @@ def audit_log(
     return [AuditEntry.model_validate(row, from_attributes=True) for row in session.scalars(query)]
 
 
-def blob_size(session: Session, digest: str) -> int:
-    """The size of a blob that a published version references; only those are ever served."""
+def blob_size(db: Session | Connection, digest: str) -> int:
+    """The size of a blob that a published version references; only those are ever served.
+
+    Takes a plain connection too: downloads look up nothing else, and need no ORM.
+    """
     validate_digest(digest)
-    size = session.scalar(select(Blob.size).where(Blob.digest == digest))
+    size = db.scalar(select(Blob.size).where(Blob.digest == digest))
     if size is None:
         raise NotFound(f"no blob {digest}")
     return size

@@ -7,4 +7,4 @@ migration under ``migrations/versions`` updates this line too. Should it lag, no
 
 from __future__ import annotations
 
-HEAD_REVISION = "0008"
+HEAD_REVISION = "0009"

@@ -20,6 +20,7 @@ from registry.catalog.audit import record
 from registry.catalog.gc import Watermark, revive
 from registry.catalog.models import (
     Adapter,
+    AdapterSuffix,
     AdapterTarget,
     Alias,
     AliasEvent,
@@ -28,6 +29,7 @@ from registry.catalog.models import (
     Version,
     VersionFile,
     VersionTarget,
+    name_suffixes,
     utcnow,
 )
 from registry.catalog.queries import find_adapter, find_version, latest_release
@@ -115,7 +117,13 @@ def _insert_version(
 ) -> Version:
     manifest, info = staged.manifest, staged.info
     ns = _get_or_create(session, Namespace, {"name": namespace})
-    adapter = _get_or_create(session, Adapter, {"namespace_id": ns.id, "name": name})
+    adapter = _get_or_create(
+        session,
+        Adapter,
+        {"namespace_id": ns.id, "name": name},
+        ref=f"{namespace}/{name}",
+        suffixes=[AdapterSuffix(suffix=s) for s in name_suffixes(name)],
+    )
     for entry in manifest.files:
         _get_or_create(session, Blob, {"digest": entry.digest}, size=entry.size)
     row = Version(
