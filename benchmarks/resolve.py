@@ -1,12 +1,16 @@
 """Resolve over HTTP: `stance serve` against MLflow's registry server, one load generator.
 
     .venv/bin/python benchmarks/resolve.py [--duration S] [--repeat N] [--connections C]
+                                           [--database-url URL]
 
 Both servers run on 127.0.0.1 in this one run, over SQLite, seeded with one version behind the
 alias ``prod``, and answer the same question: which version does the alias name now?
+``--database-url`` puts our catalog elsewhere (PostgreSQL: the full path, SQLAlchemy and
+pydantic; SQLite answers through ``registry.catalog.sqlite_direct``); MLflow stays on SQLite.
 
 - ours:   GET /v1/resolve?spec=bench-role@prod            (`stance serve`, uvicorn)
-- floor:  the same GET answered by a one-route FastAPI app on the same uvicorn with our own
+- floor:  the same GET answered by a one-route FastAPI app on the same uvicorn, with the same
+          options (``registry.api.server.uvicorn_options``, no access log), and our own
           answer's bytes as a constant (benchmarks/floor_app.py, 1 worker): what the stack
           itself can serve; resolve's target is at least half of it
 - MLflow: GET /api/2.0/mlflow/registered-models/alias?name=bench-role&alias=prod
@@ -77,13 +81,13 @@ def synthesise_adapter(dest: Path, *, layers: int = 4, width: int = 256, r: int 
     )
 
 
-def seed_ours(home: Path, work: Path) -> Path:
+def seed_ours(home: Path, work: Path, database_url: str | None = None) -> Path:
     """Publish the adapter; the file holding our resolve answer's bytes (the floor's body)."""
     from registry.embedded import EmbeddedRegistry
     from registry.settings import Settings
 
     folder = synthesise_adapter(work / "adapter")
-    with EmbeddedRegistry(Settings(home=home)) as registry:
+    with EmbeddedRegistry(Settings(home=home, database_url=database_url)) as registry:
         registry.publish(folder, f"{NAME}@{VERSION}", alias=ALIAS)
         body = work / "resolve-answer.json"
         body.write_text(registry.resolve(f"{NAME}@{ALIAS}").model_dump_json())
@@ -177,6 +181,10 @@ def main() -> None:
         help="`mlflow server --workers` rows besides its default, comma-separated",
     )
     parser.add_argument("--generator", choices=("auto", "wrk", "python"), default="auto")
+    parser.add_argument(
+        "--database-url",
+        help="our catalog (default: SQLite in a temporary home), e.g. postgresql://user@host/db",
+    )
     args = parser.parse_args()
     if not 1 <= args.repeat <= 20 or not 1 <= args.duration <= 120 or not 0 <= args.warmup <= 60:
         parser.error("keep it bounded: 1 <= repeat <= 20, 1 <= duration <= 120, warmup <= 60")
@@ -193,7 +201,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="stance-bench-resolve-") as tmp:
         work = Path(tmp)
         home = work / "stance-home"
-        body = seed_ours(home, work)
+        body = seed_ours(home, work, args.database_url)
+        our_env = {"STANCE_HOME": str(home)}
+        if args.database_url:
+            our_env["STANCE_DATABASE_URL"] = args.database_url
         floor = Server(
             "floor (FastAPI constant)",
             1,
@@ -211,7 +222,7 @@ def main() -> None:
                 n,
                 n == 1,  # `stance serve` defaults to 1 worker
                 [str(STANCE), "serve", "--workers", str(n), "--no-access-log"],
-                {"STANCE_HOME": str(home)},
+                our_env,
                 ROOT,
                 "/v1/health",
                 OURS_PATH,
@@ -294,7 +305,8 @@ def report(
         generator = f"python httpx (asyncio, one second process; {why})"
         settings = f"{args.connections} connections, {args.duration:g}s"
     print(f"load generator: {generator}: {settings}; {args.warmup:g}s warm-up per server")
-    print(f"ours:   GET {OURS_PATH}")
+    catalog = args.database_url.split("@")[-1] if args.database_url else "SQLite (embedded)"
+    print(f"ours:   GET {OURS_PATH}  (catalog: {catalog})")
     print(f"MLflow: GET {MLFLOW_PATH}")
     print(f"{args.repeat} runs per server, alternating (all servers up throughout); medians")
     print()

@@ -11,6 +11,7 @@ from registry.api import blobs, compare, docs, errors, limits, metrics, pages, r
 from registry.api.auth import AnonymousRefusals, FailedAuthLimiter, WritesAuthenticated
 from registry.api.deps import AppState
 from registry.catalog.db import open_catalog
+from registry.catalog.sqlite_direct import open_reader
 from registry.settings import Settings
 from registry.stores import open_store
 
@@ -19,10 +20,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     """The API and pages over the catalog and store that ``settings`` name."""
     settings = settings or Settings()
     catalog = open_catalog(settings.catalog_url)
+    direct = open_reader(settings.catalog_url)  # after open_catalog: the schema is current
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         yield
+        if direct is not None:
+            direct.close()
         catalog.close()
 
     app = FastAPI(
@@ -34,11 +38,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         redoc_url=None,
     )
     app.state.registry = AppState(
-        settings, catalog.engine, catalog.sessions, open_store(settings.store_url)
+        settings, catalog.engine, catalog.sessions, open_store(settings.store_url), direct
     )
     app.state.auth_limiter = FailedAuthLimiter()
     app.state.anonymous_refusals = AnonymousRefusals()
     app.state.upload_slots = blobs.UploadSlots(settings.max_concurrent_uploads)
+    routes.install(app)  # the hot route first
+    blobs.install(app)  # downloads next
     errors.install(app)
     # Middleware, innermost first: bodies bounded, writes authenticated before their body is
     # read, every answer measured, then headers and proxies (README "Security model").

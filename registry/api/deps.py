@@ -12,6 +12,7 @@ from fastapi import Depends, Request
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from registry.catalog.sqlite_direct import Reader
 from registry.settings import Settings
 from registry.stores import Store
 
@@ -24,6 +25,7 @@ class AppState:
     engine: Engine  # for the hot reads that need no ORM (resolve)
     sessions: sessionmaker[Session]
     store: Store
+    direct: Reader | None = None  # resolve on SQLite without SQLAlchemy (catalog.sqlite_direct)
     _heavy: anyio.CapacityLimiter | None = field(default=None, repr=False)
 
     async def heavy(self, work: Callable[[], T]) -> T:

@@ -73,10 +73,19 @@ class Metrics:
             "Requests refused by the failed-authentication limiter (HTTP 429)",
             registry=self.registry,
         )
+        self._children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
 
     def record(self, method: str, route: str, status: int, seconds: float) -> None:
-        self.requests.labels(method, route, str(status)).inc()
-        self.latency.labels(route).observe(seconds)
+        # Each labelled child looked up once (labels() validates and locks on every call).
+        children = self._children.get((method, route, status))
+        if children is None:
+            children = (
+                self.requests.labels(method, route, str(status)),
+                self.latency.labels(route),
+            )
+            self._children[(method, route, status)] = children
+        children[0].inc()
+        children[1].observe(seconds)
         if status == 401:
             self.auth_failures.inc()
         elif status == 429:

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import hashlib
-from functools import partial
-from typing import Annotated
+from collections.abc import Callable, Coroutine
+from functools import lru_cache, partial
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Query, Response
+from fastapi import APIRouter, FastAPI, Header, Query, Request, Response
+from fastapi.routing import APIRoute
 from starlette.concurrency import run_in_threadpool
 
 from registry.access import Scope
-from registry.api.auth import CallerDep, Reader, Writer, WriteSessionDep
+from registry.api.auth import CallerDep, Reader, Writer, WriteSessionDep, caller, require_read
 from registry.api.deps import AppState, SessionDep, StateDep
 from registry.catalog import analysis, publishing, queries, service
 from registry.catalog.db import current_revision
@@ -34,6 +36,7 @@ from registry.schemas import (
     VersionRef,
     YankRequest,
 )
+from registry.spec import SelectorKind, Spec, parse_spec
 
 router = APIRouter(prefix="/v1")
 Name = Annotated[str, "namespace or adapter name"]
@@ -71,16 +74,33 @@ def get_version(
     return queries.version_detail(session, f"{namespace}/{name}@{version}")
 
 
-@router.get(
-    "/resolve",
-    response_model=Resolution,
-    tags=["discover"],
-    responses={304: {"description": "unchanged since the ETag sent in If-None-Match"}},
-)
+SPEC_CHARS = 200
+
+
+class _ResolveRoute(APIRoute):
+    """resolve's route, with a shortcut past FastAPI's parameter and dependency machinery,
+    which cost more than the lookup itself: a request with its one parameter in bounds calls
+    the route's dependency (the read rule) directly, then answers as the route does. Any
+    other request takes the declared route, which words the 422."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        declared = super().get_route_handler()
+
+        async def handler(request: Request) -> Response:
+            spec = request.query_params.get("spec")  # what FastAPI reads for ``spec: str``
+            if spec is None or len(spec) > SPEC_CHARS:
+                return await declared(request)
+            app: AppState = request.app.state.registry
+            await require_read(request, app, await caller(request, app))
+            return await _answer(app, spec, request.headers.get("if-none-match"))
+
+        return handler
+
+
 async def resolve(
     app: StateDep,
     _: Reader,
-    spec: Annotated[str, Query(max_length=200, description="[ns/]name[@selector]")],
+    spec: Annotated[str, Query(max_length=SPEC_CHARS, description="[ns/]name[@selector]")],
     if_none_match: Annotated[str | None, Header()] = None,
 ) -> Response:
     """The exact version, digest and files a spec selects now.
@@ -88,8 +108,25 @@ async def resolve(
     The ETag changes whenever the answer does (an alias moves, a version is yanked), so a
     watcher can poll cheaply with If-None-Match.
     """
-    # The hot path: one trip to the thread pool for the whole catalog lookup.
-    body = await run_in_threadpool(_resolution_json, app, spec)
+    return await _answer(app, spec, if_none_match)
+
+
+def install(app: FastAPI) -> None:
+    """Route resolve on the app itself, ahead of the rest: FastAPI matches a request against
+    every route before it, and twice inside an included router (``router``, below)."""
+    app.router.add_api_route(
+        "/v1/resolve",
+        resolve,
+        methods=["GET"],
+        response_model=Resolution,
+        tags=["discover"],
+        responses={304: {"description": "unchanged since the ETag sent in If-None-Match"}},
+        route_class_override=_ResolveRoute,
+    )
+
+
+async def _answer(app: AppState, spec: str, if_none_match: str | None) -> Response:
+    body = await _resolution(app, _parsed(spec))
     etag = f'"{hashlib.sha256(body).hexdigest()[:32]}"'
     headers = {"ETag": etag, "Cache-Control": "no-cache"}
     if if_none_match and etag in {tag.strip() for tag in if_none_match.split(",")}:
@@ -97,7 +134,29 @@ async def resolve(
     return Response(body, media_type="application/json", headers=headers)
 
 
-def _resolution_json(app: AppState, spec: str) -> bytes:
+# Parsing a selector tries it as a version and as a range first: cached, since it is pure.
+_parsed = lru_cache(maxsize=4096)(parse_spec)
+
+
+async def _resolution(app: AppState, spec: Spec) -> bytes:
+    """The answer's bytes. On SQLite, one indexed lookup runs right here on the event loop
+    (the hop to a worker thread costs more; it never waits for a lock); a range, which
+    weighs every version of the adapter, and the full path run in a worker thread."""
+    if app.direct is None or spec.kind is SelectorKind.RANGE:
+        return await run_in_threadpool(_resolution_json, app, spec)
+    found = app.direct.resolve(spec)
+    if found is not None:
+        return found.to_json()
+    return await run_in_threadpool(_full_json, app, spec)
+
+
+def _resolution_json(app: AppState, spec: Spec) -> bytes:
+    found = app.direct.resolve(spec) if app.direct is not None else None
+    return found.to_json() if found is not None else _full_json(app, spec)
+
+
+def _full_json(app: AppState, spec: Spec) -> bytes:
+    """Any catalog, and every error worded: SQLAlchemy and pydantic."""
     with app.engine.connect() as conn:
         return queries.resolve_spec(conn, spec).model_dump_json().encode()
 
