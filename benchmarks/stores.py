@@ -7,13 +7,15 @@ child process (so the server does not share this interpreter's GIL), medians of 
 
 1. Cold pull of one synthetic blob (random bytes, uploaded through ``S3Store.put``):
    ours   ``Cache(empty dir).blob(entry, store.open)``: one streaming GET, SHA-256 of every byte
-          checked against the digest, temp file + rename, read-only;
+          checked against the digest (hashed and written on a second thread while the next
+          MiB arrives), temp file + rename, read-only;
    boto3  ``client.download_file``: boto3's managed transfer (8 MiB ranged GETs on 10 threads),
           no digest check.
 2. Warm cache, one call = "which files does the newest version of this adapter have, give me
    paths, open the weights" (``safe_open`` and read its tensor names):
-   ours   ``EmbeddedRegistry.fetch(name)``: resolves ``latest`` in the SQLite catalog, then finds
-          the verified blobs and the version's links in the cache;
+   ours   ``EmbeddedRegistry.fetch(name)``: resolves ``latest`` in the SQLite catalog (by the
+          stdlib reader, ``catalog/sqlite_direct.py``), then finds the verified blobs and the
+          version's links in the cache;
    hub    ``hf_hub_download(repo, file, local_files_only=True)`` for the same two files (what
           PEFT's ``from_pretrained`` calls), on a hub cache laid out as huggingface_hub writes
           it (``models--org--name/{blobs,snapshots/<sha>,refs/main}``), offline.

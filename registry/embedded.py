@@ -20,9 +20,11 @@ from registry.catalog import analysis, publishing, queries, service, tokens
 from registry.catalog.audit import refusals_recorded
 from registry.catalog.db import open_catalog, transaction
 from registry.catalog.gc import Collection, collect_garbage
+from registry.catalog.sqlite_direct import open_reader
 from registry.catalog.tokens import NewToken, TokenInfo
 from registry.catalog.verification import Verification, verify_store
 from registry.lora.compare import Comparison, Diff
+from registry.manifest import FileEntry, Manifest
 from registry.schemas import (
     AdapterDetail,
     AdapterSummary,
@@ -37,6 +39,7 @@ from registry.schemas import (
     VersionRef,
 )
 from registry.settings import Settings
+from registry.spec import parse_spec
 from registry.stores import copy_verified, open_store
 from registry.transfer.cache import Cache
 
@@ -51,11 +54,15 @@ class EmbeddedRegistry:
         self.store = open_store(self.settings.store_url)
         self.cache = Cache(self.settings.cache_dir)
         self.caller = operator(actor or f"local:{getpass.getuser()}")
+        self._direct = open_reader(self.settings.catalog_url)  # after open_catalog migrated it
+        self._files: dict[str, list[FileEntry]] = {}  # by version digest: a manifest's hash
 
     def __repr__(self) -> str:
         return f"EmbeddedRegistry({self.engine.url!r}, store={self.store.url!r})"
 
     def close(self) -> None:
+        if self._direct is not None:
+            self._direct.close()
         self.engine.dispose()
 
     def __enter__(self) -> EmbeddedRegistry:
@@ -104,11 +111,37 @@ class EmbeddedRegistry:
         Without ``dest`` it is the version's folder in the shared client cache (read-only);
         with ``dest`` the files are copied there.
         """
-        resolution = self.resolve(spec)
+        resolution = self._located(spec)
         if dest is None:
             return self.cache.version(resolution, self.store.open, resume=self.store.open)
         copy_verified(self.store, resolution.files, Path(dest))
         return Path(dest)
+
+    def _located(self, spec: str) -> Resolution:
+        """``resolve(spec)``, on a SQLite catalog by the stdlib reader when it can answer.
+
+        A warm fetch is then the lookup and a few syscalls: SQLAlchemy's connection and the
+        manifest's validation cost several times the query. A version's files are parsed once:
+        its digest is its manifest's hash.
+        """
+        found = self._direct.resolve(parse_spec(spec)) if self._direct is not None else None
+        if found is None:
+            return self.resolve(spec)
+        files = self._files.get(found.digest)
+        if files is None:
+            files = self._files[found.digest] = Manifest.model_validate_json(found.manifest).files
+        return Resolution(
+            namespace=found.namespace,
+            name=found.name,
+            version=found.version,
+            digest=found.digest,
+            yanked=found.yanked,
+            yanked_reason=found.yanked_reason,
+            base_model=found.base_model,
+            files=files,
+            hub_repo=found.hub_repo,
+            hub_revision=found.hub_revision,
+        )
 
     def open_blob(self, digest: str, start: int = 0) -> BinaryIO:
         return self.store.open(digest, start)

@@ -150,12 +150,15 @@ class Staging:
 
 @dataclass
 class Planned:
-    """A checked copy plan; once arranged, its sites and the copies into its arenas (valid
-    while their generations hold), and the copies' sources as views of the staging buffer
-    (each read refills the buffer; making 120 views cost as much as copying a small adapter)."""
+    """A checked copy plan; once arranged, its sites (with each one's rank and scaling, what
+    ``sites.fill`` records) and the copies into its arenas (valid while their generations
+    hold), and the copies' sources as views of the staging buffer (each read refills the
+    buffer; making 120 views cost as much as copying a small adapter)."""
 
     plan: AdapterPlan
+    folder: Path  # where it was read from: the cache's folder object, compared on each load
     sites: list[Site] = field(default_factory=list)
+    fills: list[tuple[Site, int, float]] = field(default_factory=list)
     copies: list[tuple[Arena, int, list[Copy]]] | None = None
     views: list[list[torch.Tensor]] | None = None
 

@@ -28,7 +28,7 @@ from registry.loader.adapter import (
 )
 from registry.loader.arena import Arena, Copy, Planned, Staging
 from registry.loader.follow import Follower
-from registry.loader.sites import BASE, MIX, ONE, ROWS, Site, State, batch_rows
+from registry.loader.sites import BASE, MIX, ONE, ROWS, Site, State, batch_rows, clear, fill
 from registry.loader.sources import Source, lock_source, registry_source
 from registry.schemas import Resolution
 from registry.settings import Settings
@@ -147,7 +147,6 @@ class RoleSet:
         """Each resident role's pinned version, least recently used first."""
         return {name: role.resolution for name, role in self._roles.items()}
 
-    @_normal_tensors
     def load(self, spec: str, name: str | None = None, *, allow_base_mismatch: bool = False) -> str:
         """Make ``spec``'s version resident under ``name``; the same digest again is a no-op.
 
@@ -205,7 +204,7 @@ class RoleSet:
         (reloading an evicted role then costs little more than reading its bytes)."""
         key = (resolution.digest, allow_base_mismatch)
         planned = self._plans.get(key)
-        if planned is None or planned.plan.weights.parent != folder:
+        if planned is None or planned.folder != folder:
             plan = plan_adapter(
                 folder,
                 self._modules,
@@ -213,7 +212,7 @@ class RoleSet:
                 model=self._model_id,
                 allow_base_mismatch=allow_base_mismatch,
             )
-            planned = self._plans[key] = Planned(plan)
+            planned = self._plans[key] = Planned(plan, folder)
             while len(self._plans) > PLANS_KEPT:
                 self._plans.popitem(last=False)
         self._plans.move_to_end(key)
@@ -400,8 +399,7 @@ class RoleSet:
         return self._free.pop()
 
     def _release(self, role: _Role) -> None:
-        for site in role.sites:
-            site.clear(role.slot)
+        clear(role.sites, role.slot)
         for arena in self._arenas.values():
             arena.clear(role.slot)
         self._free.append(role.slot)
@@ -437,6 +435,10 @@ class RoleSet:
         for arena, pairs in groups.items():
             arena.fit([(site, module.rank) for module, site in pairs])
         planned.sites = [self._sites[module.path] for module in planned.plan.modules]
+        planned.fills = [
+            (site, module.rank, module.scaling)
+            for module, site in zip(planned.plan.modules, planned.sites, strict=True)
+        ]
         planned.copies = copies = [
             (arena, arena.generation, arena.copies(pairs)) for arena, pairs in groups.items()
         ]
@@ -454,8 +456,7 @@ class RoleSet:
                 for copy, source in zip(copies, sources, strict=True):
                     copy.into(row, source)
             role.sites = planned.sites
-            for module, site in zip(plan.modules, role.sites, strict=True):
-                site.fill(role.slot, module.rank, module.scaling)
+            fill(planned.fills, role.slot)
             # The staging buffer is reused: wait for the asynchronous host-to-GPU copies.
             for arena, _, _ in arranged:
                 if arena.device.type == "cuda":

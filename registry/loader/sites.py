@@ -11,6 +11,7 @@ or 200 roles resident. The buffers are views of their device's ``Arena``, which 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -64,6 +65,26 @@ def batch_rows(args: tuple[Any, ...], kwargs: dict[str, Any]) -> int | None:
     return None
 
 
+def fill(sites: Sequence[tuple[Site, int, float]], slot: int) -> None:
+    """Record a role whose weights were just copied into ``slot``: (site, rank, scaling) each.
+
+    One loop over a list made once per layout, not a method call per site: on a small adapter
+    the per-site Python work was most of what a load cost beyond reading and copying it.
+    """
+    for site, rank, scaling in sites:
+        site.rank_of[slot], site.scale[slot] = rank, scaling
+        site.lora[slot] = site.view(slot, rank)
+        site.scales = None
+
+
+def clear(sites: Sequence[Site], slot: int) -> None:
+    """Forget a freed slot at each site (the arena zeroes its weights)."""
+    for site in sites:
+        site.rank_of[slot], site.scale[slot] = 0, 0.0
+        site.lora[slot] = None
+        site.scales = None
+
+
 class State:
     """What every hook reads on each forward; a switch writes ``mode`` and ``slot`` only."""
 
@@ -111,6 +132,7 @@ class Site:
         self.state = state
         self.a = torch.zeros(0, 0, d_in)  # bound to the arena's views before the first role
         self.b = torch.zeros(0, d_out, 0)
+        self.rank = 0  # R: the largest rank resident here; smaller ones are zero-padded to it
         self.rank_of: list[int] = []
         self.scale: list[float] = []
         # Per-slot (A, B) views made at load, so the hot path indexes a list and slices nothing.
@@ -120,18 +142,13 @@ class Site:
         self.mix: tuple[torch.Tensor, torch.Tensor] | None = None
         self.handle = module.register_forward_hook(self)
 
-    @property
-    def rank(self) -> int:
-        """R: the largest rank resident here; smaller ones are zero-padded to it."""
-        return self.a.shape[1]
-
     def bind(self, a: torch.Tensor, b: torch.Tensor) -> None:
         """Move to new buffers (more slots or a larger R), keeping every resident role."""
         n, r = min(a.shape[0], self.a.shape[0]), min(a.shape[1], self.rank)
         if n and r:
             a[:n, :r] = self.a[:n, :r]
             b[:n, :, :r] = self.b[:n, :, :r]
-        self.a, self.b = a, b
+        self.a, self.b, self.rank = a, b, a.shape[1]
         grow = a.shape[0] - len(self.rank_of)
         self.rank_of += [0] * grow
         self.scale += [0.0] * grow
@@ -139,22 +156,11 @@ class Site:
         self.whole = list(zip(a.unbind(0), b.unbind(0), strict=True))
         for slot, k in enumerate(self.rank_of):
             if k:
-                self.lora[slot] = self._view(slot, k)
+                self.lora[slot] = self.view(slot, k)
         self.scales = None
 
-    def fill(self, slot: int, rank: int, scaling: float) -> None:
-        """Record a role whose weights were just copied into ``slot``."""
-        self.rank_of[slot], self.scale[slot] = rank, scaling
-        self.lora[slot] = self._view(slot, rank)
-        self.scales = None
-
-    def clear(self, slot: int) -> None:
-        """Forget a freed slot (the arena zeroes its weights)."""
-        self.rank_of[slot], self.scale[slot] = 0, 0.0
-        self.lora[slot] = None
-        self.scales = None
-
-    def _view(self, slot: int, rank: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def view(self, slot: int, rank: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Slot ``slot``'s A and B at ``rank`` (made once at load: the hook slices nothing)."""
         if rank == self.rank:
             return self.whole[slot]
         return self.a[slot, :rank], self.b[slot, :, :rank]

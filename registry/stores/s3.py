@@ -26,7 +26,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, cast
 
 import boto3
 from boto3.s3.transfer import TransferConfig
@@ -48,7 +48,7 @@ from registry.errors import (
     Unauthorized,
     Unreachable,
 )
-from registry.manifest import CHUNK, StreamDigest, digest_stream
+from registry.manifest import StreamDigest, digest_stream
 from registry.stores.base import StoredBlob, blob_key
 
 MiB = 1024 * 1024
@@ -98,13 +98,23 @@ def _translated(what: str, bucket: str, missing: str | None = None) -> Iterator[
 
 
 class _Body(io.RawIOBase):
-    """A GetObject stream whose network errors surface as domain errors mid-read too."""
+    """A GetObject stream whose network errors surface as domain errors mid-read too.
+
+    ``read(n)`` returns the HTTP client's own bytes, ``n`` of them unless the object ends
+    first (botocore reads until then): a buffered reader over ``readinto`` copied every byte
+    of a pull once more.
+    """
 
     def __init__(self, body: Any, what: str, bucket: str) -> None:
         self._body, self._what, self._bucket = body, what, bucket
 
     def readable(self) -> bool:
         return True
+
+    def read(self, size: int | None = -1) -> bytes:
+        with _translated(self._what, self._bucket):
+            data: bytes = self._body.read(None if size is None or size < 0 else size)
+        return data
 
     def readinto(self, buffer: Any) -> int:
         with _translated(self._what, self._bucket):
@@ -234,13 +244,13 @@ class S3Store:
                 self.client.delete_object(Bucket=self.bucket, Key=incoming)
 
     def open(self, digest: str, start: int = 0) -> BinaryIO:
-        """A streaming, buffered reader of the blob from ``start`` (a Range GET); NotFound if
-        there is none."""
+        """A streaming reader of the blob from ``start`` (a Range GET); NotFound if there is
+        none."""
         what = f"reading blob {digest} from {self.url}"
         ranged = {"Range": f"bytes={start}-"} if start else {}
         with self._errors(what, self._missing(digest)):
             response = self.client.get_object(Bucket=self.bucket, Key=self.key(digest), **ranged)
-        return io.BufferedReader(_Body(response["Body"], what, self.bucket), buffer_size=CHUNK)
+        return cast(BinaryIO, _Body(response["Body"], what, self.bucket))
 
     def exists(self, digest: str) -> bool:
         try:

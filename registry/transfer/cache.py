@@ -24,9 +24,11 @@ import contextlib
 import json
 import os
 import tempfile
+from collections import deque
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import BinaryIO
+from typing import IO, BinaryIO
 
 from filelock import FileLock
 
@@ -41,6 +43,9 @@ Resume = Callable[[str, int], BinaryIO]  # (digest, offset): the rest of a blob
 
 # From versions/<namespace>/<name>/<version>/ up to the cache root, then into blobs/.
 _LINK_TO_BLOBS = os.path.join("..", "..", "..", "..", "blobs", "")
+# A download's read size: what the HTTP sources yield per chunk, so a read joins no bytes.
+READ = CHUNK
+AHEAD = 8  # reads handed to the hashing thread and not yet written: bounds memory (8 MiB)
 
 
 def _hex(digest: str) -> str:
@@ -61,6 +66,34 @@ def inside(path: str | Path, root: Path) -> Path:
     return Path(path)
 
 
+def _drain(source: BinaryIO, out: IO[bytes], seen: StreamDigest, entry: FileEntry) -> None:
+    """Copy ``source`` to ``out`` through ``seen``, never more than ``entry.size`` bytes in all.
+
+    Hashing and writing run on a worker thread while this one reads the next chunk (hashlib
+    and file writes release the GIL): a sequential loop took the SHA-256 time on top of the
+    network's. Chunks are handed over in order and ``seen`` is final once this returns.
+    """
+
+    def take(chunk: bytes) -> None:
+        seen.update(chunk)
+        out.write(chunk)
+
+    total = seen.size  # bytes of a resumed download already hashed
+    with ThreadPoolExecutor(1, thread_name_prefix="stance-hash") as worker:
+        pending: deque[Future[None]] = deque()
+        while chunk := source.read(READ):
+            total += len(chunk)
+            if total > entry.size:  # never more than declared: hang up at once
+                raise IntegrityError(
+                    f"{entry.path}: the download sent more than the expected {entry.size} bytes"
+                )
+            pending.append(worker.submit(take, chunk))
+            if len(pending) > AHEAD:
+                pending.popleft().result()  # and a failed write stops the download
+        while pending:
+            pending.popleft().result()
+
+
 def version_folder(root: Path, resolution: Resolution) -> Path:
     """``root/<namespace>/<name>/<version>``, once each part obeys the publishing rules."""
     try:
@@ -77,11 +110,13 @@ class Cache:
 
     def __init__(self, root: Path) -> None:
         self.root = root
+        self._blobs = root / "blobs"
         self._verified: set[str] = set()
         self._remembered: dict[str, Resolution] = {}
+        self._folders: dict[tuple[str, str, str, tuple[str, ...]], tuple[Path, list[str]]] = {}
 
     def blob_path(self, digest: str) -> Path:
-        return self.root / "blobs" / _hex(digest)
+        return self._blobs / _hex(digest)
 
     def _write(self, entry: FileEntry, opener: Opener, resume: Resume | None) -> None:
         """Download into ``.<hex>.partial`` (under the blob's lock), verify, then rename.
@@ -102,14 +137,7 @@ class Cache:
             mode, source = "wb", opener(entry.digest)
         try:
             with partial.open(mode) as out, source:
-                while chunk := source.read(CHUNK):
-                    seen.update(chunk)
-                    if seen.size > entry.size:  # never more than declared: hang up at once
-                        raise IntegrityError(
-                            f"{entry.path}: the download sent more than the expected "
-                            f"{entry.size} bytes"
-                        )
-                    out.write(chunk)
+                _drain(source, out, seen, entry)
         except Unreachable:
             if resume is None:
                 partial.unlink(missing_ok=True)
@@ -173,11 +201,9 @@ class Cache:
 
     def version(self, resolution: Resolution, opener: Opener, resume: Resume | None = None) -> Path:
         """``versions/<ns>/<name>/<version>/``: the version's files as links into blobs/."""
-        folder = version_folder(self.root / "versions", resolution)
+        folder, links = self._checked(resolution)
         made = False
-        for entry in resolution.files:
-            link = os.path.join(folder, entry.path)
-            inside(link, folder)
+        for entry, link in zip(resolution.files, links, strict=True):
             self.blob(entry, opener, resume)
             target = _LINK_TO_BLOBS + _hex(entry.digest)  # what os.path.relpath gives, cheaper
             with contextlib.suppress(OSError):  # missing, or not a link: (re)made below
@@ -191,6 +217,21 @@ class Cache:
             tmp.symlink_to(target)
             os.replace(tmp, link)
         return folder
+
+    def _checked(self, resolution: Resolution) -> tuple[Path, list[str]]:
+        """The version's folder and its files' link paths, each checked to stay in the cache.
+
+        Checked once per process and version (as blobs are verified once): resolving every
+        parent's symlinks cost more than the rest of a warm ``version`` call.
+        """
+        names = tuple(entry.path for entry in resolution.files)
+        key = (resolution.namespace, resolution.name, resolution.version, names)
+        checked = self._folders.get(key)
+        if checked is None:
+            folder = version_folder(self.root / "versions", resolution)
+            links = [str(inside(os.path.join(folder, name), folder)) for name in names]
+            checked = self._folders[key] = (folder, links)
+        return checked
 
     def remember(self, spec: str, resolution: Resolution) -> None:
         """Record what ``spec`` resolved to: a pinned service can start with the registry down."""
