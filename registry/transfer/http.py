@@ -30,19 +30,28 @@ class _Body:
         self._buffer = b""
 
     def read(self, size: int = -1) -> bytes:
-        while size < 0 or len(self._buffer) < size:
+        # Parts joined once: appending to one bytes object copied it per chunk (quadratic).
+        parts, have = [self._buffer], len(self._buffer)
+        while size < 0 or have < size:
             try:
                 chunk = next(self._chunks, None)
             except httpx.HTTPError as exc:  # cut short, or more/less than Content-Length
                 raise Unreachable(f"download from {self._response.url} broke off: {exc}") from exc
             if chunk is None:
                 break
-            self._buffer += chunk
-        if size < 0:
-            data, self._buffer = self._buffer, b""
-        else:
-            data, self._buffer = self._buffer[:size], self._buffer[size:]
-        return data
+            parts.append(chunk)
+            have += len(chunk)
+        data = b"".join(parts)
+        if size < 0 or have <= size:
+            self._buffer = b""
+            return data
+        self._buffer = data[size:]
+        return data[:size]
+
+    def skip(self, count: int) -> None:
+        """Drop ``count`` bytes a chunk at a time (never ``count`` bytes in memory at once)."""
+        while count > 0 and (chunk := self.read(min(CHUNK, count))):
+            count -= len(chunk)
 
     @property
     def closed(self) -> bool:
@@ -98,5 +107,5 @@ def open_stream(
         _check_length(response, size - start if response.status_code == 206 else size)
     body = _Body(response)
     if start and response.status_code == 200:
-        body.read(start)
+        body.skip(start)
     return cast(BinaryIO, body)
