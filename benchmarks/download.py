@@ -10,7 +10,9 @@ body, ETag and Range support), nginx (Debian's package) straight from the store'
 ``wrk`` load (or the httpx fallback) drives both, alternating, medians of the runs:
 
 - large blob: bytes/s with 4 connections (target: ours >= 50% of nginx's);
-- small blob: requests/s with 16 connections (many small blobs: a config or a model card).
+- small blob: requests/s with 16 connections (many small blobs: a config or a model card),
+  beside a second floor: the framework's own, ``floor_app.py``'s FastAPI route answering the
+  same bytes as a constant (same uvicorn options, one worker), what any route here can reach.
 """
 
 from __future__ import annotations
@@ -32,7 +34,11 @@ if str(ROOT) not in sys.path:
 from harness import Sample, Server, get, load  # noqa: E402
 from synthetic import random_factors, write_adapter  # noqa: E402
 
+from registry.stores import blob_key  # noqa: E402
+
 STANCE = Path(sys.executable).with_name("stance")
+OURS, NGINX, CONSTANT = "ours (stance serve)", "nginx (sendfile)", "FastAPI constant"
+LARGE_TIMEOUT_S = 60  # per request: wrk's 2 s is less than 100 MiB takes on a loaded machine
 NGINX_CONF = """
 worker_processes 1;
 {user}
@@ -84,7 +90,7 @@ def nginx_server(work: Path, blobs: Path) -> Server:
     tmp = work / "nginx"
     tmp.mkdir()
     user = "user root;" if os.geteuid() == 0 else ""  # workers must read the store's files
-    server = Server("nginx (sendfile)", 1, True, [], {}, work, "/health", "", work / "nginx.log")
+    server = Server(NGINX, 1, True, [], {}, work, "/health", "", work / "nginx.log")
     server.listen_args = False
     conf = tmp / "nginx.conf"
     text = NGINX_CONF.format(user=user, tmp=tmp, blobs=blobs).replace("{port}", str(server.port))
@@ -92,6 +98,21 @@ def nginx_server(work: Path, blobs: Path) -> Server:
     nginx = shutil.which("nginx") or "/usr/sbin/nginx"
     server.command = [nginx, "-p", str(tmp), "-c", str(conf), "-g", "daemon off;"]
     return server
+
+
+def constant_server(work: Path, home: Path, config: str) -> Server:
+    """The framework's own floor for a small answer: ``floor_app.py``'s constant route (the
+    same uvicorn options, one worker) answering the config blob's bytes."""
+    body = work / "constant-body"
+    body.write_bytes((home / "blobs" / blob_key(config)).read_bytes())
+    floor = [sys.executable, str(ROOT / "benchmarks" / "floor_app.py"), "--body-file", str(body)]
+    return Server(CONSTANT, 1, True, floor, {}, ROOT, "/v1/health", "", work / "constant.log")
+
+
+def url_of(server: Server, digest: str) -> str:
+    if server.label == CONSTANT:
+        return f"{server.base}/v1/resolve?spec=x"
+    return f"{server.base}/v1/blobs/{digest}"
 
 
 def main() -> None:
@@ -114,7 +135,7 @@ def main() -> None:
         home = work / "stance-home"
         weights, config, size = seed(home, work, args.size_mb)
         ours = Server(
-            "ours (stance serve)",
+            OURS,
             1,
             True,
             [str(STANCE), "serve", "--no-access-log"],
@@ -125,24 +146,30 @@ def main() -> None:
             work / "stance.log",
         )
         nginx = nginx_server(work, home / "blobs")
-        servers = [ours, nginx]
-        rows = {"large": (weights, 4), "small": (config, 16)}
+        constant = constant_server(work, home, config)
+        servers = [ours, nginx, constant]
+        # row -> (digest, connections, wrk's per-request timeout, servers measured)
+        rows = {
+            "large": (weights, 4, LARGE_TIMEOUT_S, [ours, nginx]),
+            "small": (config, 16, 0, servers),
+        }
         samples: dict[tuple[str, str], list[Sample]] = {}
         try:
             for server in servers:
                 server.start()
             for server in servers:
                 server.wait_ready()
-                for digest, _ in rows.values():
-                    status, body = get(f"{server.base}/v1/blobs/{digest}", timeout=60)
+            for digest, _, _, measured in rows.values():
+                for server in measured:
+                    status, body = get(url_of(server, digest), timeout=60)
                     if status != 200:
                         raise RuntimeError(f"{server.label}: {digest} -> {status} {body[:200]!r}")
             for _ in range(args.repeat):
-                for row, (digest, connections) in rows.items():
-                    for server in servers:
+                for row, (digest, connections, timeout, measured) in rows.items():
+                    for server in measured:
                         args.connections = connections
-                        url = f"{server.base}/v1/blobs/{digest}"
-                        sample = load(url, args, args.duration, connections)
+                        url = url_of(server, digest)
+                        sample = load(url, args, args.duration, connections, timeout)
                         if sample.errors:
                             raise RuntimeError(f"{server.label}: {sample.errors} failed requests")
                         samples.setdefault((row, server.label), []).append(sample)
@@ -156,23 +183,26 @@ def report(args: argparse.Namespace, size: int, samples: dict) -> None:
     def median(row: str, label: str, what: str) -> float:
         return statistics.median(getattr(s, what) for s in samples[(row, label)])
 
-    ours, floor = "ours (stance serve)", "nginx (sendfile)"
     print(f"generator: {args.generator}, {args.duration}s x {args.repeat} runs, medians")
-    print(f"{'row':<34} {'nginx (floor)':>15} {'ours':>15} {'ours/floor':>11}")
-    large = [median("large", label, "bytes_per_s") / 2**20 for label in (floor, ours)]
     print(
-        f"{f'large blob ({size / 2**20:.0f} MiB), MiB/s, 4 conn':<34} "
-        f"{large[0]:15.0f} {large[1]:15.0f} {large[1] / large[0]:11.2f}"
+        f"{'row':<34} {'nginx (floor)':>14} {'FastAPI const':>14} {'ours':>10} "
+        f"{'ours/nginx':>11} {'ours/const':>11}"
     )
-    small = [median("small", label, "rps") for label in (floor, ours)]
+    large = [median("large", label, "bytes_per_s") / 2**20 for label in (NGINX, OURS)]
     print(
-        f"{'small blob, req/s, 16 conn':<34} {small[0]:15.0f} {small[1]:15.0f} "
-        f"{small[1] / small[0]:11.2f}"
+        f"{f'large blob ({size / 2**20:.0f} MiB), MiB/s, 4 conn':<34} {large[0]:14.0f} "
+        f"{'-':>14} {large[1]:10.0f} {large[1] / large[0]:11.2f} {'-':>11}"
+    )
+    small = [median("small", label, "rps") for label in (NGINX, CONSTANT, OURS)]
+    print(
+        f"{'small blob, req/s, 16 conn':<34} {small[0]:14.0f} {small[1]:14.0f} "
+        f"{small[2]:10.0f} {small[2] / small[0]:11.2f} {small[2] / small[1]:11.2f}"
     )
     verdict = "met" if large[1] / large[0] >= 0.5 else "NOT met"
     print(
         f"HEADLINE large-blob bytes/s ours/nginx: {large[1] / large[0]:.2f} "
-        f"(target >= 0.5: {verdict})"
+        f"(target >= 0.5: {verdict}); small blobs: {small[2]:.0f} req/s, "
+        f"{small[2] / small[1]:.2f} of the framework's constant answer"
     )
     print(f"load average {os.getloadavg()[0]:.2f}; the machine is shared: read the ratios")
 

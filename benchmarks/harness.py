@@ -229,16 +229,22 @@ async def _python_load(url: str, connections: int, duration: float) -> dict:
     }
 
 
-def load(url: str, args: argparse.Namespace, duration: int, connections: int = 0) -> Sample:
+def load(
+    url: str, args: argparse.Namespace, duration: int, connections: int = 0, timeout: int = 0
+) -> Sample:
     """One bounded measurement of ``url`` with the chosen generator, in a second process.
 
-    ``args`` carries ``generator`` ("wrk" or "python"), ``connections`` and ``threads``.
+    ``args`` carries ``generator`` ("wrk" or "python"), ``connections`` and ``threads``;
+    ``timeout`` (seconds) replaces wrk's 2 s per request, too short for a large download on a
+    loaded machine (the Python generator allows 10 s).
     """
     limit = duration + 60
     connections = connections or args.connections
     if args.generator == "wrk":
         threads = min(args.threads, connections)
         command = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration}s"]
+        if timeout:
+            command.append(f"--timeout={timeout}s")
         done = subprocess.run(
             [*command, "--latency", url], capture_output=True, text=True, timeout=limit
         )

@@ -5,29 +5,38 @@ from __future__ import annotations
 import re
 import tempfile
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from contextlib import contextmanager
-from typing import Annotated, BinaryIO
+from functools import partial
+from typing import Annotated, Any, BinaryIO
 
-from fastapi import APIRouter, Header, Request, Response
+from fastapi import APIRouter, FastAPI, Header, Request, Response
 from fastapi.responses import StreamingResponse
+from fastapi.routing import APIRoute
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
+from starlette.types import Receive, Send
+from starlette.types import Scope as ASGIScope
 
 from registry.access import Caller, Scope
-from registry.api.auth import Reader, Writer
-from registry.api.deps import AppState, SessionDep, StateDep
+from registry.api.auth import Reader, Writer, caller, require_read
+from registry.api.deps import AppState, StateDep
 from registry.catalog import queries, quotas
 from registry.catalog.db import transaction
 from registry.errors import IntegrityError, RangeNotSatisfiable, RateLimited, TooLarge
 from registry.manifest import CHUNK, StreamDigest
 from registry.spec import validate_digest
+from registry.stores import Store
+from registry.stores.local import LocalStore
 
 router = APIRouter(prefix="/v1/blobs", tags=["blobs"])
 IMMUTABLE = "public, max-age=31536000, immutable"
 _RANGE = re.compile(r"bytes=(\d*)-(\d*)")
 # Request bodies above this go to disk while they are hashed.
 SPOOL = 1024 * 1024
+OCTETS = "application/octet-stream"
+# Blobs up to this size in a local store are read on the event loop (configs, cards).
+INLINE = 64 * 1024
 
 
 def _headers(digest: str, size: int) -> dict[str, str]:
@@ -56,60 +65,126 @@ def _range(header: str | None, size: int) -> tuple[int, int] | None:
     return start, end
 
 
-def _stream(source: BinaryIO, start: int, length: int) -> Iterator[bytes]:
-    with source:
-        if start:
-            if source.seekable():
-                source.seek(start)
-            else:
-                skip = start
-                while skip:
-                    skip -= len(source.read(min(CHUNK, skip)))
-        left = length
-        while left > 0 and (chunk := source.read(min(CHUNK, left))):
+async def _size(app: AppState, digest: str) -> int:
+    """The catalog's size of ``digest``. On SQLite one indexed lookup runs right here on the
+    event loop, as resolve's does (it never waits for a lock, and the hop to a worker thread
+    costs more); otherwise, or when it finds nothing, the full path in a worker thread."""
+    validate_digest(digest)
+    size = app.direct.blob_size(digest) if app.direct is not None else None
+    if size is None:
+        size = await run_in_threadpool(_catalog_size, app, digest)
+    return size
+
+
+def _catalog_size(app: AppState, digest: str) -> int:
+    with app.engine.connect() as conn:  # one query: a Session around it would cost as much
+        return queries.blob_size(conn, digest)
+
+
+def _body(
+    store: Store, digest: str, start: int, length: int, status: int, headers: dict[str, str]
+) -> Response:
+    """The store's bytes: a small blob whole, as one write; a large one as its first chunk
+    and a stream of the rest."""
+    source = store.open(digest, start)
+    try:
+        first = source.read(min(CHUNK, length))  # stores read short only at the end
+    except BaseException:
+        source.close()
+        raise
+    if length <= CHUNK:
+        source.close()
+        return Response(first, status, headers, media_type=OCTETS)
+    return _BlobStream(source, first, length, status, headers)
+
+
+class _BlobStream(StreamingResponse):
+    """The rest of a large blob, a CHUNK per worker-thread read; the store's stream closes
+    however the answer ends: sent in full, failed, or the client gone mid-way."""
+
+    def __init__(
+        self, source: BinaryIO, first: bytes, length: int, status: int, headers: dict[str, str]
+    ) -> None:
+        self.source = source
+        super().__init__(self._chunks(first, length), status, headers, media_type=OCTETS)
+
+    async def _chunks(self, chunk: bytes, left: int) -> AsyncIterator[bytes]:
+        while chunk:
             left -= len(chunk)
             yield chunk
+            if left <= 0:
+                return
+            chunk = await run_in_threadpool(self.source.read, min(CHUNK, left))
+
+    async def __call__(self, scope: ASGIScope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            # A cancelled read has finished by now: anyio waits for the thread, never abandons it.
+            self.source.close()
 
 
 @router.head("/{digest}")
-def head_blob(_: Reader, session: SessionDep, digest: str) -> Response:
-    size = queries.blob_size(session, digest)
+async def head_blob(app: StateDep, _: Reader, digest: str) -> Response:
+    size = await _size(app, digest)
     return Response(status_code=200, headers=_headers(digest, size))
 
 
-@router.get(
-    "/{digest}",
-    response_class=StreamingResponse,
-    responses={206: {"description": "partial content"}, 304: {"description": "not modified"}},
-)
-def get_blob(
+class _DownloadRoute(APIRoute):
+    """The download route past FastAPI's parameter and dependency machinery, which cost more
+    than the lookup: its parameters (the path's digest, two optional headers) cannot fail
+    validation, so the handler reads them itself and applies the read rule (``Reader``)."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        async def handler(request: Request) -> Response:
+            app: AppState = request.app.state.registry
+            who = await require_read(request, app, await caller(request, app))
+            headers = request.headers
+            digest = request.path_params["digest"]
+            return await get_blob(
+                app, who, digest, headers.get("range"), headers.get("if-none-match")
+            )
+
+        return handler
+
+
+async def get_blob(
     app: StateDep,
     _: Reader,
-    session: SessionDep,
     digest: str,
     range_: Annotated[str | None, Header(alias="Range")] = None,
     if_none_match: Annotated[str | None, Header()] = None,
 ) -> Response:
     """The blob's bytes; ETag is the digest, so caches may keep it forever."""
-    size = queries.blob_size(session, digest)
+    size = await _size(app, digest)
     headers = _headers(digest, size)
     if if_none_match and digest in {t.strip().strip('"') for t in if_none_match.split(",")}:
         headers.pop("Content-Length")
         return Response(status_code=304, headers=headers)
+    status, start, length = 200, 0, size
     span = _range(range_, size)
-    source = app.store.open(digest)
-    if span is None:
-        return StreamingResponse(
-            _stream(source, 0, size), headers=headers, media_type="application/octet-stream"
-        )
-    start, end = span
-    headers["Content-Length"] = str(end - start + 1)
-    headers["Content-Range"] = f"bytes {start}-{end}/{size}"
-    return StreamingResponse(
-        _stream(source, start, end - start + 1),
-        status_code=206,
-        headers=headers,
-        media_type="application/octet-stream",
+    if span is not None:
+        start, end = span
+        status, length = 206, end - start + 1
+        headers["Content-Length"] = str(length)
+        headers["Content-Range"] = f"bytes {start}-{end}/{size}"
+    body = partial(_body, app.store, digest, start, length, status, headers)
+    if length <= INLINE and isinstance(app.store, LocalStore):
+        return body()  # a few KiB, page-cached when hot: less than the hop to a thread
+    return await run_in_threadpool(body)
+
+
+def install(app: FastAPI) -> None:
+    """Route downloads on the app itself, ahead of the included routers (as resolve is):
+    FastAPI matches a request against every route before its own, twice inside a router."""
+    app.router.add_api_route(
+        f"{router.prefix}/{{digest}}",
+        get_blob,
+        methods=["GET"],
+        tags=["blobs"],
+        response_class=StreamingResponse,
+        responses={206: {"description": "partial content"}, 304: {"description": "not modified"}},
+        route_class_override=_DownloadRoute,
     )
 
 
