@@ -67,11 +67,10 @@ def test_fetch_refuses_as_resolve_does(
         assert str(fetched.value) == str(resolved.value)
 
 
+@pytest.mark.parametrize("catalog_url", ["sqlite"], indirect=True)  # the stdlib reader's
 def test_a_warm_fetch_on_sqlite_runs_no_sqlalchemy_statement(
     registry: EmbeddedRegistry, adapters: dict[str, Path]
 ) -> None:
-    if registry.engine.dialect.name != "sqlite":
-        pytest.skip("the stdlib reader serves SQLite catalogs only")
     _published(registry, adapters)
     registry.fetch("curious@prod")
     statements: list[str] = []

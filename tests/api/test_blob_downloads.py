@@ -54,16 +54,22 @@ def published(settings: Settings, folders: dict[str, Path]) -> dict[str, tuple[s
     return out
 
 
-@pytest.fixture(params=["direct", "full"])
-def client(request: pytest.FixtureRequest, settings: Settings) -> Iterator[TestClient]:
-    """The app on each catalog lookup: on SQLite the direct one, and the full path anywhere."""
-    on_sqlite = settings.catalog_url.startswith("sqlite")
-    if request.param == "direct" and not on_sqlite:
-        pytest.skip("the direct lookup exists on SQLite only")
+# Each catalog lookup: on SQLite the direct one and the full path, on PostgreSQL the full one.
+each_lookup = pytest.mark.parametrize(
+    ("catalog_url", "lookup"),
+    [("sqlite", "direct"), ("sqlite", "full"), ("postgresql", "full")],
+    indirect=["catalog_url"],
+)
+
+
+@pytest.fixture
+def client(lookup: str, settings: Settings) -> Iterator[TestClient]:
+    """The app answering through ``lookup`` (the tests parametrize it with ``each_lookup``)."""
     app = create_app(settings)
     state = app.state.registry
-    assert (state.direct is not None) == on_sqlite  # else the fast path would go untested
-    if request.param == "full":
+    # The direct lookup exists on SQLite only: else the fast path would go untested.
+    assert (state.direct is not None) == settings.catalog_url.startswith("sqlite")
+    if lookup == "full":
         state.direct = None
     with TestClient(app) as test_client:
         yield test_client
@@ -87,6 +93,7 @@ def _ranges(size: int) -> list[tuple[str, int, int]]:
     return cuts
 
 
+@each_lookup
 def test_every_size_answers_bytes_range_and_304(
     client: TestClient, published: dict[str, tuple[str, bytes]]
 ) -> None:
@@ -118,6 +125,7 @@ def test_every_size_answers_bytes_range_and_304(
         assert beyond.headers["content-range"] == f"bytes */{size}"
 
 
+@each_lookup
 def test_unknown_and_malformed_digests_are_refused(
     client: TestClient, published: dict[str, tuple[str, bytes]]
 ) -> None:
