@@ -5,8 +5,9 @@
 
 Both servers run on 127.0.0.1 in this one run, over SQLite, seeded with one version behind the
 alias ``prod``, and answer the same question: which version does the alias name now?
-``--database-url`` puts our catalog elsewhere (PostgreSQL: the full path, SQLAlchemy and
-pydantic; SQLite answers through ``registry.catalog.sqlite_direct``); MLflow stays on SQLite.
+``--database-url`` puts our catalog elsewhere (PostgreSQL answers through
+``registry.catalog.pg_direct``, SQLite through ``registry.catalog.sqlite_direct``); MLflow
+stays on SQLite.
 
 - ours:   GET /v1/resolve?spec=bench-role@prod            (`stance serve`, uvicorn)
 - floor:  the same GET answered by a one-route FastAPI app on the same uvicorn, with the same

@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from registry.api import blobs, compare, docs, errors, limits, metrics, pages, routes, security
 from registry.api.auth import AnonymousRefusals, FailedAuthLimiter, WritesAuthenticated
 from registry.api.deps import AppState
+from registry.catalog import pg_direct
 from registry.catalog.db import open_catalog
 from registry.catalog.sqlite_direct import open_reader
 from registry.settings import Settings
@@ -21,12 +22,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     catalog = open_catalog(settings.catalog_url)
     direct = open_reader(settings.catalog_url)  # after open_catalog: the schema is current
+    postgres = pg_direct.open_reader(catalog.engine)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         yield
         if direct is not None:
             direct.close()
+        if postgres is not None:
+            postgres.close()
         catalog.close()
 
     app = FastAPI(
@@ -38,7 +42,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         redoc_url=None,
     )
     app.state.registry = AppState(
-        settings, catalog.engine, catalog.sessions, open_store(settings.store_url), direct
+        settings,
+        catalog.engine,
+        catalog.sessions,
+        open_store(settings.store_url),
+        direct,
+        postgres,
     )
     app.state.auth_limiter = FailedAuthLimiter()
     app.state.anonymous_refusals = AnonymousRefusals()

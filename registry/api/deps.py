@@ -12,6 +12,7 @@ from fastapi import Depends, Request
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from registry.catalog import pg_direct
 from registry.catalog.sqlite_direct import Reader
 from registry.settings import Settings
 from registry.stores import Store
@@ -26,6 +27,7 @@ class AppState:
     sessions: sessionmaker[Session]
     store: Store
     direct: Reader | None = None  # resolve on SQLite without SQLAlchemy (catalog.sqlite_direct)
+    postgres: pg_direct.Reader | None = None  # and on PostgreSQL (catalog.pg_direct)
     _heavy: anyio.CapacityLimiter | None = field(default=None, repr=False)
 
     async def heavy(self, work: Callable[[], T]) -> T:

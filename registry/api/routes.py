@@ -139,12 +139,16 @@ _parsed = lru_cache(maxsize=4096)(parse_spec)
 
 
 async def _resolution(app: AppState, spec: Spec) -> bytes:
-    """The answer's bytes. On SQLite, one indexed lookup runs right here on the event loop
-    (the hop to a worker thread costs more; it never waits for a lock); a range, which
-    weighs every version of the adapter, and the full path run in a worker thread."""
-    if app.direct is None or spec.kind is SelectorKind.RANGE:
+    """The answer's bytes. On PostgreSQL the event loop's own connections answer any selector
+    (it waits on the socket, not a thread); on SQLite one indexed lookup runs right here on
+    the event loop (the hop to a worker thread costs more; it never waits for a lock); a
+    range, which weighs every version of the adapter, and the full path run in a worker."""
+    if app.postgres is not None:
+        found = await app.postgres.resolve(spec)
+    elif app.direct is not None and spec.kind is not SelectorKind.RANGE:
+        found = app.direct.resolve(spec)
+    else:
         return await run_in_threadpool(_resolution_json, app, spec)
-    found = app.direct.resolve(spec)
     if found is not None:
         return found.to_json()
     return await run_in_threadpool(_full_json, app, spec)

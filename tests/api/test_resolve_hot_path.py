@@ -1,19 +1,22 @@
 """resolve's fast path (issue 19) answers exactly what the full path answers, and never late.
 
 On SQLite, ``GET /v1/resolve`` reads the catalog through ``catalog.sqlite_direct`` (a held
-stdlib connection, JSON built without pydantic) and skips FastAPI's dependency machinery for
-the common request. These tests hold it to the full path (SQLAlchemy, ``Resolution``) byte for
+stdlib connection, JSON built without pydantic), on PostgreSQL through ``catalog.pg_direct``
+(the event loop's own libpq connections), and skips FastAPI's dependency machinery for the
+common request. These tests hold it to the full path (SQLAlchemy, ``Resolution``) byte for
 byte, to read-your-writes across connections, and to every rule of the declared route.
 """
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 from fastapi.testclient import TestClient
 from hypothesis import given
@@ -21,14 +24,17 @@ from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
 from registry.api import create_app
-from registry.catalog import queries, sqlite_direct
+from registry.catalog import pg_direct, queries, sqlite_direct
 from registry.catalog.db import make_engine
+from registry.catalog.revision import HEAD_REVISION
+from registry.catalog.sqlite_direct import Resolved
 from registry.embedded import EmbeddedRegistry
 from registry.manifest import FileEntry, Manifest
 from registry.schemas import Resolution
 from registry.settings import Settings
 from registry.spec import parse_spec
 from tests.api.conftest import bearer
+from tests.reliability.postgres import Cluster
 
 # Text as it may sit in the catalog: quotes, backslashes, control characters, non-ASCII.
 TEXT = st.text(st.characters(codec="utf-8", exclude_categories=["Cs"]), max_size=40)
@@ -122,6 +128,7 @@ def test_every_answer_is_the_full_paths(
 ) -> None:
     app_state = client.app.state.registry  # type: ignore[attr-defined]
     assert (app_state.direct is not None) == catalog_url.startswith("sqlite")
+    assert (app_state.postgres is not None) == catalog_url.startswith("postgresql")
     twin = client.get("/v1/resolve", params={"spec": "twin@1.0.0"}).json()["digest"]
     for spec in (*SPECS, f"twin@{twin}", f"role@{_digest(client, 'role@1.0.0')}"):
         answer = client.get("/v1/resolve", params={"spec": spec})
@@ -140,7 +147,6 @@ def _digest(client: TestClient, spec: str) -> str:
     return client.get("/v1/resolve", params={"spec": spec}).json()["digest"]
 
 
-@pytest.mark.parametrize("catalog_url", ["sqlite"], indirect=True)
 def test_a_write_from_another_connection_is_seen_at_once(
     published: None, client: TestClient, settings: Settings, adapters: dict[str, Path]
 ) -> None:
@@ -264,3 +270,124 @@ def test_no_reader_on_another_schema(published: None, settings: Settings) -> Non
     with sqlite3.connect(path) as conn:
         conn.execute("UPDATE alembic_version SET version_num = '0001'")
     assert sqlite_direct.open_reader(settings.catalog_url) is None
+
+
+def _pg_reader(settings: Settings) -> pg_direct.Reader:
+    engine = make_engine(settings.catalog_url)
+    try:
+        reader = pg_direct.open_reader(engine)
+    finally:
+        engine.dispose()
+    assert reader is not None
+    return reader
+
+
+@pytest.mark.parametrize("catalog_url", ["postgresql"], indirect=True)
+def test_the_postgresql_reader_answers_the_common_case_itself(
+    published: None, settings: Settings
+) -> None:
+    """The direct path answers every SPEC by itself (not by stepping aside to the full path,
+    whose bytes it must match), steps aside for the misses, and holds at most its few
+    connections however many lookups wait for one."""
+    twin = _full(settings, "twin@1.0.0").decode().split('"digest":"')[1].split('"')[0]
+    role = _full(settings, "role@1.0.0").decode().split('"digest":"')[1].split('"')[0]
+    hits = (*SPECS, f"role@{role}")
+    misses = tuple(m for m in MISSES if m != "Bad!") + (f"twin@{twin}",)
+
+    async def lookups() -> tuple[list[Resolved | None], list[Resolved | None], int]:
+        reader = _pg_reader(settings)
+        try:
+            many = [parse_spec(spec) for spec in hits * 8 + misses * 4]
+            found = await asyncio.gather(*(reader.resolve(spec) for spec in many))
+            opened = reader._opened
+            missed = [await reader.resolve(parse_spec(spec)) for spec in misses]
+        finally:
+            reader.close()
+        return found, missed, opened
+
+    found, missed, opened = asyncio.run(lookups())
+    assert opened <= pg_direct.CONNECTIONS
+    for spec, answer in zip(hits * 8, found, strict=False):
+        assert answer is not None, spec
+        assert answer.to_json() == _full(settings, spec), spec
+    assert found[len(hits) * 8 :] == [None] * len(misses) * 4
+    assert missed == [None] * len(misses)
+
+
+@pytest.mark.parametrize("catalog_url", ["postgresql"], indirect=True)
+def test_a_lost_postgresql_connection_steps_aside_once(published: None, settings: Settings) -> None:
+    """A backend killed under the reader (a restart, an administrator): that lookup steps
+    aside to the full path, and the next one reads on a new connection."""
+    spec = parse_spec("role@prod")
+
+    async def around_a_kill() -> list[str | None]:
+        reader = _pg_reader(settings)
+        try:
+            before = await reader.resolve(spec)
+            (held,) = reader._idle
+            with psycopg.connect(settings.catalog_url, autocommit=True) as admin:
+                killed = admin.execute(
+                    "SELECT pg_terminate_backend(%s)", (held.pg.backend_pid,)
+                ).fetchall()
+            assert killed == [(True,)]
+            during = await reader.resolve(spec)
+            after = await reader.resolve(spec)
+        finally:
+            reader.close()
+        return [None if r is None else r.version for r in (before, during, after)]
+
+    assert asyncio.run(around_a_kill()) == ["1.1.0", None, "1.1.0"]
+
+
+@pytest.mark.parametrize("catalog_url", ["postgresql"], indirect=True)
+def test_no_postgresql_reader_on_another_schema(
+    published: None, settings: Settings, tmp_path: Path
+) -> None:
+    engine = make_engine(settings.catalog_url)
+    try:
+        with engine.begin() as conn:
+            conn.exec_driver_sql("UPDATE alembic_version SET version_num = '0001'")
+        try:
+            assert pg_direct.open_reader(engine) is None
+        finally:
+            with engine.begin() as conn:
+                conn.exec_driver_sql(f"UPDATE alembic_version SET version_num = '{HEAD_REVISION}'")
+    finally:
+        engine.dispose()
+    sqlite_engine = make_engine(f"sqlite:///{tmp_path / 'other.db'}")
+    try:
+        assert pg_direct.open_reader(sqlite_engine) is None
+    finally:
+        sqlite_engine.dispose()
+
+
+@pytest.fixture
+def cluster() -> Iterator[Cluster]:
+    own = Cluster()
+    try:
+        own.start()
+        yield own
+    finally:
+        own.remove()
+
+
+def test_postgresql_down_is_the_full_paths_503(
+    cluster: Cluster, adapters: dict[str, Path], tmp_path: Path
+) -> None:
+    """PostgreSQL stopped under a running app: resolve answers 503 ``unreachable`` at once, as
+    the full path words it (never a 500 or a hang), and reads again once it is back."""
+    settings = Settings(home=tmp_path / "home", database_url=cluster.url)
+    with EmbeddedRegistry(settings, actor="test") as registry:
+        registry.publish(adapters["curious"], "role@1.0.0", alias="prod")
+    with TestClient(create_app(settings)) as client:
+        assert client.get("/v1/resolve", params={"spec": "role@prod"}).status_code == 200
+        cluster.stop("immediate")
+        for spec in ("role@prod", "role@prod", "role@^1", "role"):  # lost, then refused
+            started = time.monotonic()
+            answer = client.get("/v1/resolve", params={"spec": spec})
+            assert time.monotonic() - started < pg_direct.CONNECT_TIMEOUT_S
+            assert answer.status_code == 503, answer.text
+            assert answer.json()["code"] == "unreachable"
+        cluster.start()
+        again = client.get("/v1/resolve", params={"spec": "role@prod"})
+        assert again.status_code == 200 and again.json()["version"] == "1.0.0"
