@@ -349,10 +349,10 @@ def report(
     for n in sorted(set(ours) & set(theirs)):
         ratio = rps[ours[n]] / rps[theirs[n]]
         if n == 1:
-            verdict = "met" if ratio >= 5 else "NOT met"
+            verdict = "met" if ratio >= 10 else "NOT met"
             print(
                 f"HEADLINE ours/MLflow req/s, like for like at 1 worker each: {ratio:.2f}x  "
-                f"(target >= 5x: {verdict})"
+                f"(target >= 10x, issue 19; DESIGN.md's floor is 5x: {verdict})"
             )
         else:
             default = " (MLflow's default)" if servers[theirs[n]].default else ""
