@@ -160,3 +160,9 @@ def snapshot(
 
 # Real `stance serve` processes are used beyond tests/api (the loader follows a live server).
 from tests.api.conftest import operator, serve  # noqa: E402, F401
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The real-model tests first: one started last would be the whole suite's tail on 2 cores,
+    the other worker idle. The sort is stable, so every worker collects the same order."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
