@@ -12,11 +12,11 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from cli import context, pinning, serving
+from cli import context, operate, pinning, serving
 from cli.compare import compare
 from cli.gc import gc
 from cli.group import StanceCommand, StanceGroup
-from cli.output import emit, errors, local_hint, say, stdout, warn
+from cli.output import JsonOpt, emit, errors, local_hint, say, stdout, warn
 from cli.serve import serve
 
 if TYPE_CHECKING:
@@ -89,7 +89,6 @@ def command(where: typer.Typer = app, name: str | None = None, **options: Any) -
     return where.command(name, cls=StanceCommand, **options)
 
 
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print exactly one JSON document on stdout.")]
 SpecArg = Annotated[
     str,
     typer.Argument(
@@ -484,97 +483,14 @@ command(rich_help_panel=PIN)(serving.follow)
 
 command(rich_help_panel=OPERATE)(serve)
 app.add_typer(token_app, name="token", rich_help_panel=OPERATE)
-
-
-@command(
+command(
     token_app,
     "create",
     epilog="Example: stance token create --scope publish --namespace team-a --json",
-)
-def token_create(
-    scope: Annotated[str, typer.Option(metavar="SCOPE", help="read, publish or admin")],
-    namespace: Annotated[
-        list[str] | None,
-        typer.Option(metavar="NS", help="Grant only this namespace (repeatable)"),
-    ] = None,
-    description: Annotated[str | None, typer.Option(help="What the token is for")] = None,
-    expires_in_days: Annotated[
-        int | None, typer.Option(metavar="DAYS", min=1, help="Expire after DAYS days")
-    ] = None,
-    as_json: JsonOpt = False,
-) -> None:
-    """Mint a token. The secret is printed once; only its hash is stored."""
-    from datetime import timedelta
-
-    expires = timedelta(days=expires_in_days) if expires_in_days else None
-    with errors(as_json=as_json), context.embedded_registry("token management") as catalog:
-        new = catalog.create_token(
-            scope, namespaces=namespace, description=description, expires_in=expires
-        )
-    emit(
-        new,
-        as_json=as_json,
-        human=lambda: say(
-            f"token {new.id} ({scope}); store it now, it is not shown again:\n{new.token}"
-        ),
-    )
-
-
-@command(token_app, "list")
-def token_list(as_json: JsonOpt = False) -> None:
-    """Tokens with scopes and grants; never their secrets."""
-    from cli import report
-
-    with errors(as_json=as_json), context.embedded_registry("token management") as catalog:
-        found = catalog.list_tokens()
-    emit(found, as_json=as_json, human=lambda: report.print_tokens(found))
-
-
-@command(token_app, "revoke")
-def token_revoke(
-    token_id: Annotated[str, typer.Argument(metavar="ID")], as_json: JsonOpt = False
-) -> None:
-    """Revoke a token at once."""
-    with errors(as_json=as_json), context.embedded_registry("token management") as catalog:
-        info = catalog.revoke_token(token_id)
-    emit(info, as_json=as_json, human=lambda: say(f"revoked token {info.id}"))
-
-
-@command(rich_help_panel=OPERATE)
-def audit(
-    limit: Annotated[int, typer.Option(metavar="N", min=1, max=1000)] = 50,
-    before: Annotated[int | None, typer.Option(metavar="ID", help="Entries older than ID")] = None,
-    action: Annotated[str | None, typer.Option(help="e.g. publish, alias.set")] = None,
-    as_json: JsonOpt = False,
-) -> None:
-    """The audit log: every write, successful or refused (admin)."""
-    from cli import report
-
-    with errors(as_json=as_json), context.open_registry() as registry:
-        entries = registry.audit(limit=limit, before=before, action=action)
-    emit(entries, as_json=as_json, human=lambda: report.print_audit(entries))
-
-
+)(operate.token_create)
+command(token_app, "list")(operate.token_list)
+command(token_app, "revoke")(operate.token_revoke)
+command(rich_help_panel=OPERATE)(operate.audit)
 command(rich_help_panel=OPERATE)(gc)
 app.add_typer(db_app, name="db", rich_help_panel=OPERATE)
-
-
-@command(db_app, "upgrade")
-def db_upgrade(as_json: JsonOpt = False) -> None:
-    """Migrate the catalog schema to the newest revision."""
-    from registry.catalog.db import current_revision, make_engine, upgrade
-
-    with errors(as_json=as_json):
-        engine = make_engine(context.settings().catalog_url)
-        try:
-            before = current_revision(engine)
-            upgrade(engine)
-            after = current_revision(engine)
-        finally:
-            engine.dispose()
-        result = {"from": before, "to": after, "url": engine.url.render_as_string()}
-        emit(
-            result,
-            as_json=as_json,
-            human=lambda: say(f"catalog at revision {after} (was {before or 'empty'})"),
-        )
+command(db_app, "upgrade")(operate.db_upgrade)

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from cli.context import embedded_registry, open_registry, settings
-from cli.output import emit, errors, say, stdout, warn
+from cli.output import JsonOpt, emit, errors, say, stdout, warn
 from registry.errors import IntegrityError, RegistryError
 
 if TYPE_CHECKING:  # imported where used: building the CLI must stay cheap (issue 16)
@@ -23,7 +23,6 @@ if TYPE_CHECKING:  # imported where used: building the CLI must stay cheap (issu
 WANTS, LOCK = "stance.toml", "stance.lock"
 
 LockOpt = Annotated[Path, typer.Option("--lock", help="The lock file")]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print exactly one JSON document.")]
 
 
 def lock(
