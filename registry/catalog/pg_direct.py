@@ -111,20 +111,9 @@ class _Connection:
             rows = await self._rows(spec.kind, params)
         if len(rows) != 1:
             return None  # none (the full path words the error) or one digest, several versions
-        text = [None if value is None else value.decode() for value in rows[0]]
-        version, digest, yanked, reason, base_model, manifest, hub_repo, hub_revision = text
-        return Resolved(
-            spec.namespace,
-            spec.name,
-            cast(str, version),  # the NOT NULL columns
-            cast(str, digest),
-            yanked == "t",
-            reason,
-            base_model,
-            cast(str, manifest),
-            hub_repo,
-            hub_revision,
-        )
+        text: list[object] = [None if value is None else value.decode() for value in rows[0]]
+        text[2] = text[2] == "t"  # yanked, in PostgreSQL's text form
+        return Resolved.of_row(spec, text)
 
     async def _rows(
         self, kind: SelectorKind, params: dict[str, str], selector: str | None = None

@@ -20,10 +20,10 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 from urllib.parse import unquote
 
 from registry.catalog.revision import HEAD_REVISION
@@ -72,6 +72,23 @@ class Resolved:
     manifest: str  # the stored canonical manifest: {"files": [{"digest", "path", "size"}]}
     hub_repo: str | None
     hub_revision: str | None
+
+    @classmethod
+    def of_row(cls, spec: Spec, row: Sequence[Any]) -> Resolved:
+        """The version a row of ``SQL``'s columns (in their order) describes, for ``spec``."""
+        version, digest, yanked, reason, base_model, manifest, hub_repo, hub_revision = row
+        return cls(
+            spec.namespace,
+            spec.name,
+            version,
+            digest,
+            bool(yanked),
+            reason,
+            base_model,
+            manifest,
+            hub_repo,
+            hub_revision,
+        )
 
     @property
     def spec(self) -> str:
@@ -142,19 +159,7 @@ def _lookup(conn: sqlite3.Connection, spec: Spec) -> Resolved | None:
         rows = conn.execute(SQL[spec.kind], params).fetchall()
     if len(rows) != 1:
         return None  # none (the full path words the error) or one digest, several versions
-    version, digest, yanked, reason, base_model, manifest, hub_repo, hub_revision = rows[0]
-    return Resolved(
-        spec.namespace,
-        spec.name,
-        version,
-        digest,
-        bool(yanked),
-        reason,
-        base_model,
-        manifest,
-        hub_repo,
-        hub_revision,
-    )
+    return Resolved.of_row(spec, rows[0])
 
 
 def _blob_size(conn: sqlite3.Connection, digest: str) -> int | None:
