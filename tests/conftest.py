@@ -160,6 +160,7 @@ def snapshot(
 
 # Real `stance serve` processes are used beyond tests/api (the loader follows a live server).
 from tests.api.conftest import operator, serve  # noqa: E402, F401
+from tests.reliability.postgres import cluster  # noqa: E402, F401 (a private PostgreSQL)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

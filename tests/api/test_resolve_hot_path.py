@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -359,16 +359,6 @@ def test_no_postgresql_reader_on_another_schema(
         assert pg_direct.open_reader(sqlite_engine) is None
     finally:
         sqlite_engine.dispose()
-
-
-@pytest.fixture
-def cluster() -> Iterator[Cluster]:
-    own = Cluster()
-    try:
-        own.start()
-        yield own
-    finally:
-        own.remove()
 
 
 def test_postgresql_down_is_the_full_paths_503(

@@ -8,7 +8,10 @@ import pwd
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
+
+import pytest
 
 from tests.api.conftest import free_port
 
@@ -60,3 +63,14 @@ class Cluster:
                 self.stop()
         finally:
             shutil.rmtree(self.root, ignore_errors=True)
+
+
+@pytest.fixture
+def cluster() -> Iterator[Cluster]:
+    """A private PostgreSQL server, started, removed on every path (tests stop and restart it)."""
+    own = Cluster()
+    try:
+        own.start()
+        yield own
+    finally:
+        own.remove()

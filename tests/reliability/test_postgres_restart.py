@@ -7,12 +7,10 @@ import itertools
 import os
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
-import pytest
 
 from registry.embedded import EmbeddedRegistry
 from registry.remote import RemoteRegistry
@@ -23,16 +21,6 @@ from tests.reliability.postgres import Cluster
 THREADS = 2
 PATHS = ("/v1/resolve?spec=steady@1.0.0", "/v1/adapters/default/steady")
 WAIT_S = 60
-
-
-@pytest.fixture
-def cluster() -> Iterator[Cluster]:
-    own = Cluster()
-    try:
-        own.start()
-        yield own
-    finally:
-        own.remove()
 
 
 @dataclass
